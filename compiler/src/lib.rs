@@ -1,0 +1,8 @@
+//! The streamc compiler as a library: the CLI (`main.rs`) and the proc-macro crate
+//! (`streamc-macros`) are thin layers over it.
+//!
+//! Pipeline: `spec` (YAML with positions) → `check` (names, types, diagnostics) →
+//! `plan::Plan` → `ir` (logical DAG and fusion) → `codegen` (Rust crate) → `build`
+//! (cargo, shared target directory) → native binary.
+
+pub mod plan;

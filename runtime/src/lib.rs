@@ -1,0 +1,23 @@
+//! The streamc runtime: everything a generated pipeline binary links.
+//!
+//! Generated code (see `compiler/src/codegen`) supplies the fused per-source loop
+//! (`Pipeline`), the event, key, accumulator and output structs; this crate supplies the
+//! rest: sources, sinks, watermarks, the window operators, accumulator building blocks,
+//! SQL expression helpers and the driver loop.
+
+pub mod agg;
+pub mod de;
+pub mod driver;
+pub mod expr;
+pub mod metrics;
+pub mod sink;
+pub mod source;
+pub mod watermark;
+pub mod window;
+
+pub use driver::{Context, Pipeline, Record};
+
+/// Watermark value meaning "no more events": a bounded source at its end.
+pub const WATERMARK_MAX: i64 = i64::MAX;
+/// Watermark before any event.
+pub const WATERMARK_MIN: i64 = i64::MIN;

@@ -1,0 +1,1 @@
+//! Counters every binary keeps (exposed over Prometheus `/metrics` in the Kafka issue).

@@ -1,0 +1,1 @@
+//! Per-partition watermarks with idleness (`pipeline-spec.md`).
