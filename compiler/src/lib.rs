@@ -6,3 +6,9 @@
 //! (cargo, shared target directory) → native binary.
 
 pub mod plan;
+pub mod build;
+pub mod codegen;
+pub mod ir;
+pub mod check;
+pub mod diag;
+pub mod spec;

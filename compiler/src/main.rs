@@ -1,1 +1,180 @@
-fn main() {}
+//! `streamc`: the command line. A thin layer over the `streamc` library; the only place
+//! that pretty-prints errors (miette).
+
+use clap::{Parser, Subcommand};
+use miette::{IntoDiagnostic, miette};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use streamc::build::{self, BuildOptions};
+use streamc::check::{self, Checked};
+
+#[derive(Parser)]
+#[command(name = "streamc", version, about = "A dataflow compiler for streaming analytics")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate a spec; report every error with file:line:col.
+    Check { spec: PathBuf },
+    /// Print the logical plan and the fused plan.
+    Explain { spec: PathBuf },
+    /// Generate the pipeline crate and compile it into a native binary.
+    Build {
+        spec: PathBuf,
+        /// Where to place the binary (default: ./<pipeline name>).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Shared cargo target directory (default: $STREAMC_TARGET_DIR or the
+        /// streamc workspace's target/streamc).
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+    },
+    /// Build if needed, then run the binary; arguments after `--` go to it.
+    Run {
+        spec: PathBuf,
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Write the generated crate to a directory without compiling it.
+    Generate {
+        spec: PathBuf,
+        /// Directory for the crate.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Checks a spec; on errors prints every diagnostic and returns None.
+fn load(spec: &Path) -> Option<Checked> {
+    let color = std::io::stderr().is_terminal();
+    match check::check_file(spec) {
+        Ok(checked) => {
+            for w in &checked.warnings {
+                eprintln!("{}", streamc::diag::render_one(w, color));
+            }
+            Some(checked)
+        }
+        Err(diags) => {
+            eprintln!("{}", streamc::diag::render(&diags, color));
+            None
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> miette::Result<ExitCode> {
+    match cmd {
+        Cmd::Check { spec } => {
+            let Some(c) = load(&spec) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            for n in &c.notes {
+                eprintln!("note: {n}");
+            }
+            let p = &c.plan;
+            println!(
+                "{}: ok ({} sources, {} flows, {} sinks)",
+                spec.display(),
+                p.sources.len(),
+                p.flows.len(),
+                p.sinks.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Explain { spec } => {
+            let Some(c) = load(&spec) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            print!("{}", streamc::ir::explain(&c.plan));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Generate { spec, out } => {
+            let Some(c) = load(&spec) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            build::write_crate(&c.plan, &out).map_err(|e| miette!("{e}"))?;
+            println!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Build {
+            spec,
+            output,
+            target_dir,
+        } => {
+            let Some(c) = load(&spec) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            for n in &c.notes {
+                eprintln!("note: {n}");
+            }
+            let built = build::build(
+                &c.plan,
+                &BuildOptions {
+                    output,
+                    target_dir,
+                    crate_dir: None,
+                    progress: true,
+                },
+            )
+            .map_err(|e| miette!("{e}"))?;
+            eprintln!(
+                "built {} in {:.1}s ({} crates compiled)",
+                built.binary.display(),
+                built.elapsed.as_secs_f64(),
+                built.compiled
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run {
+            spec,
+            target_dir,
+            args,
+        } => {
+            let Some(c) = load(&spec) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            for n in &c.notes {
+                eprintln!("note: {n}");
+            }
+            let target = target_dir.unwrap_or_else(build::default_target_dir);
+            let output = target.join("bin").join(&c.plan.name);
+            let built = build::build(
+                &c.plan,
+                &BuildOptions {
+                    output: Some(output),
+                    target_dir: Some(target),
+                    crate_dir: None,
+                    progress: true,
+                },
+            )
+            .map_err(|e| miette!("{e}"))?;
+            if built.compiled > 0 {
+                eprintln!(
+                    "built {} in {:.1}s",
+                    c.plan.name,
+                    built.elapsed.as_secs_f64()
+                );
+            }
+            // Replace this process, so signals (SIGTERM, Ctrl-C) reach the job directly.
+            use std::os::unix::process::CommandExt;
+            let err = std::process::Command::new(&built.binary).args(&args).exec();
+            Err(err).into_diagnostic()
+        }
+    }
+}

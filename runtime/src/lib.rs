@@ -9,6 +9,7 @@ pub mod agg;
 pub mod de;
 pub mod driver;
 pub mod expr;
+pub mod key;
 pub mod metrics;
 pub mod sink;
 pub mod source;

@@ -1,14 +1,231 @@
 //! Sinks: `stdout` and `file` (JSON lines); Kafka and Redis later.
+//!
+//! A [`Sink`] receives one serialized row (or one too-late event, or one dead-letter
+//! record) per [`Sink::write`]; line-oriented sinks add the newline. Sinks buffer; the
+//! driver calls [`Sink::flush`] at least every ~100 ms while rows are being written, and
+//! [`Sink::close`] at the end. Every write error is returned, never dropped.
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+use std::fs::File;
+use std::io::{self, BufWriter, Stdout, Write};
+use std::path::{Path, PathBuf};
+
+/// How a sink is configured in the spec.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SinkKind {
     Stdout,
     /// JSON lines, one row per line; the file is truncated when the job starts.
     File { path: String },
 }
 
+impl std::fmt::Display for SinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkKind::Stdout => f.write_str("stdout"),
+            SinkKind::File { path } => write!(f, "file {path}"),
+        }
+    }
+}
+
+/// A named sink of the job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SinkSpec {
     pub name: &'static str,
     pub kind: SinkKind,
+}
+
+/// Why a sink could not take a row.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The reader went away (a broken pipe on stdout, e.g. `| head`): a normal end of the
+    /// job, not a failure.
+    #[error("the reader closed the output")]
+    Closed,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// Errors of sinks that are not plain I/O (Kafka, Redis).
+    #[error("{0}")]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Where rows go. Object-safe: the driver holds `Box<dyn Sink>`.
+pub trait Sink {
+    /// Writes one row. `key` is the message key for sinks that have keys (Kafka); it is
+    /// only serialized when [`Sink::uses_key`] is true, otherwise None.
+    fn write(&mut self, key: Option<&[u8]>, value: &[u8]) -> Result<(), SinkError>;
+    /// Makes every row written so far visible to readers.
+    fn flush(&mut self) -> Result<(), SinkError>;
+    /// Flushes and releases the sink. No writes follow.
+    fn close(&mut self) -> Result<(), SinkError>;
+    /// Whether [`Sink::write`] wants the key (false for line-oriented sinks).
+    fn uses_key(&self) -> bool {
+        false
+    }
+}
+
+/// Output buffer of line-oriented sinks.
+const BUFFER: usize = 64 * 1024;
+
+/// JSON lines on standard output. Buffered; stdout's lock is taken per flushed chunk
+/// (not for the whole run) so that other output of the process is not blocked.
+pub struct StdoutSink {
+    out: BufWriter<Stdout>,
+}
+
+impl StdoutSink {
+    /// A buffered writer on this process's stdout.
+    pub fn new() -> Self {
+        StdoutSink {
+            out: BufWriter::with_capacity(BUFFER, io::stdout()),
+        }
+    }
+}
+
+impl Default for StdoutSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn stdout_error(e: io::Error) -> SinkError {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        SinkError::Closed
+    } else {
+        SinkError::Io(e)
+    }
+}
+
+impl Sink for StdoutSink {
+    fn write(&mut self, _key: Option<&[u8]>, value: &[u8]) -> Result<(), SinkError> {
+        self.out.write_all(value).map_err(stdout_error)?;
+        self.out.write_all(b"\n").map_err(stdout_error)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.out.flush().map_err(stdout_error)
+    }
+
+    fn close(&mut self) -> Result<(), SinkError> {
+        self.flush()
+    }
+}
+
+/// JSON lines in a file, truncated at start; parent directories are created.
+pub struct FileSink {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl FileSink {
+    /// Creates (or truncates) the file at `path`, creating its parent directories.
+    pub fn create(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = File::create(path)?;
+        Ok(FileSink {
+            path: path.to_owned(),
+            out: Some(BufWriter::with_capacity(BUFFER, file)),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn out(&mut self) -> Result<&mut BufWriter<File>, SinkError> {
+        self.out
+            .as_mut()
+            .ok_or_else(|| SinkError::Io(io::Error::other("write after close")))
+    }
+}
+
+impl Sink for FileSink {
+    fn write(&mut self, _key: Option<&[u8]>, value: &[u8]) -> Result<(), SinkError> {
+        let out = self.out()?;
+        out.write_all(value)?;
+        out.write_all(b"\n")?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(self.out()?.flush()?)
+    }
+
+    fn close(&mut self) -> Result<(), SinkError> {
+        if let Some(mut out) = self.out.take() {
+            out.flush()?;
+            // Dropping closes the file.
+            drop(out);
+        }
+        Ok(())
+    }
+}
+
+/// Opens a sink of kind `kind`.
+pub fn open(kind: &SinkKind) -> Result<Box<dyn Sink>, SinkError> {
+    Ok(match kind {
+        SinkKind::Stdout => Box::new(StdoutSink::new()),
+        SinkKind::File { path } => Box::new(FileSink::create(path)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_sink_writes_lines_and_truncates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/out.jsonl");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "old content\nmore\n").unwrap();
+        let mut s = open(&SinkKind::File {
+            path: path.to_str().unwrap().into(),
+        })
+        .unwrap();
+        assert!(!s.uses_key());
+        s.write(Some(b"k"), br#"{"a":1}"#).unwrap();
+        s.write(None, br#"{"a":2}"#).unwrap();
+        s.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        s.write(None, b"x").unwrap();
+        s.close().unwrap();
+        s.close().unwrap();
+        assert!(s.write(None, b"y").is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"a\":2}\nx\n");
+    }
+
+    #[test]
+    fn file_sink_creates_parent_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x/y/z.jsonl");
+        let mut s = FileSink::create(&path).unwrap();
+        s.write(None, b"1").unwrap();
+        s.close().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
+        assert_eq!(s.path(), path);
+    }
+
+    #[test]
+    fn disk_full_is_an_error() {
+        if !Path::new("/dev/full").exists() {
+            return;
+        }
+        let mut s = FileSink::create("/dev/full").unwrap();
+        // Buffered: the error shows at the latest on flush.
+        let r = s.write(None, &[b'x'; 2 * BUFFER]).and_then(|()| s.flush());
+        let e = r.unwrap_err();
+        assert!(matches!(&e, SinkError::Io(io) if io.raw_os_error() == Some(28)), "{e:?}");
+    }
+
+    #[test]
+    fn unopenable_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("f");
+        std::fs::write(&blocker, "").unwrap();
+        // A parent that is a file.
+        assert!(FileSink::create(blocker.join("out.jsonl")).is_err());
+    }
 }

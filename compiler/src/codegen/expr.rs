@@ -1,0 +1,370 @@
+//! Expressions → Rust. Every expression becomes a Rust expression of type
+//! `Option<V>` (None = SQL NULL), `V` given by [`val_ty`]; the runtime's `expr`
+//! helpers give SQL semantics and are inlined, so non-null values lose their `Some`.
+
+use super::CodegenError;
+use crate::plan::{BinOp, Func, Lit, TExpr, TExprKind, Type, UnOp};
+use proc_macro2::{Ident, Literal, TokenStream};
+use quote::quote;
+
+/// A name visible to expressions: a local `Option<V>` variable.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    pub name: String,
+    pub var: Ident,
+    pub ty: Type,
+    pub nullable: bool,
+}
+
+/// The row as seen by the expressions of one step: later bindings shadow earlier ones.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    pub bindings: Vec<Binding>,
+}
+
+impl Env {
+    pub fn get(&self, name: &str) -> Option<&Binding> {
+        self.bindings.iter().rev().find(|b| b.name == name)
+    }
+    pub fn push(&mut self, b: Binding) {
+        self.bindings.push(b);
+    }
+}
+
+/// The value type `V` of an expression of spec type `t` (strings are `Cow<str>` so that
+/// fields borrowed from the input cost no copy).
+pub fn val_ty(t: Type) -> TokenStream {
+    match t {
+        Type::Bool => quote!(bool),
+        Type::I32 => quote!(i32),
+        Type::I64 | Type::Timestamp => quote!(i64),
+        Type::U32 => quote!(u32),
+        Type::U64 => quote!(u64),
+        Type::F32 => quote!(f32),
+        Type::F64 => quote!(f64),
+        Type::String => quote!(::std::borrow::Cow<'_, str>),
+    }
+}
+
+/// The owned type of a value of spec type `t`, for struct fields.
+pub fn owned_ty(t: Type) -> TokenStream {
+    match t {
+        Type::String => quote!(::std::string::String),
+        other => val_ty(other),
+    }
+}
+
+/// Reads a binding as an `Option<V>` expression (strings re-borrowed, no copy).
+pub fn read(b: &Binding) -> TokenStream {
+    let v = &b.var;
+    if b.ty == Type::String {
+        quote!(#v.as_deref().map(::std::borrow::Cow::Borrowed))
+    } else {
+        quote!(#v)
+    }
+}
+
+/// What `TExprKind::Acc(i)` reads: the i-th accumulator value of a firing.
+pub struct AccRefs<'a> {
+    pub vars: &'a [Binding],
+}
+
+pub struct ExprGen<'a> {
+    pub env: &'a Env,
+    pub accs: Option<AccRefs<'a>>,
+}
+
+fn rt() -> TokenStream {
+    quote!(::streamc_runtime)
+}
+
+impl ExprGen<'_> {
+    /// Generates `e`; `hint` types a bare NULL literal from its context.
+    pub fn expr(&self, e: &TExpr, hint: Option<Type>) -> Result<TokenStream, CodegenError> {
+        let rt = rt();
+        let ty = e.ty.or(hint);
+        Ok(match &e.kind {
+            TExprKind::Lit(l) => lit(l, ty),
+            TExprKind::Field(name) => {
+                let b = self.env.get(name).ok_or_else(|| {
+                    CodegenError::Internal(format!("field `{name}` is not bound"))
+                })?;
+                read(b)
+            }
+            TExprKind::Acc(i) => {
+                let b = self
+                    .accs
+                    .as_ref()
+                    .and_then(|a| a.vars.get(*i))
+                    .ok_or_else(|| {
+                        CodegenError::Internal(format!("accumulator #{i} outside an aggregate"))
+                    })?;
+                read(b)
+            }
+            TExprKind::Binary { op, lhs, rhs } => {
+                let operand = lhs.ty.or(rhs.ty);
+                let l = self.expr(lhs, operand)?;
+                let r = self.expr(rhs, operand)?;
+                binary(*op, operand, l, r)
+            }
+            TExprKind::Unary { op, expr } => {
+                let x = self.expr(expr, ty)?;
+                match op {
+                    UnOp::Not => quote!(#rt::expr::not(#x)),
+                    UnOp::Neg => match expr.ty.or(ty) {
+                        Some(t) if t.is_float() => quote!((#x).map(|v| -v)),
+                        _ => quote!((#x).map(#rt::expr::SqlInt::sql_neg)),
+                    },
+                }
+            }
+            TExprKind::Cast { expr, to } => {
+                let x = self.expr(expr, Some(*to))?;
+                cast(x, expr.ty, *to)
+            }
+            TExprKind::IsNull { expr, negated } => {
+                let x = self.expr(expr, None)?;
+                if *negated {
+                    quote!(::std::option::Option::Some((#x).is_some()))
+                } else {
+                    quote!(::std::option::Option::Some((#x).is_none()))
+                }
+            }
+            TExprKind::InList {
+                expr,
+                list,
+                negated,
+            } => {
+                let t = expr.ty.or_else(|| list.iter().find_map(|i| i.ty));
+                let x = self.expr(expr, t)?;
+                let items = list
+                    .iter()
+                    .map(|i| self.expr(i, t))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let res = quote! {
+                    match #x {
+                        ::std::option::Option::None => ::std::option::Option::None,
+                        ::std::option::Option::Some(__x) => {
+                            let mut __found = false;
+                            let mut __null = false;
+                            #(
+                                match #items {
+                                    ::std::option::Option::Some(__y) => {
+                                        if __y == __x { __found = true; }
+                                    }
+                                    ::std::option::Option::None => { __null = true; }
+                                }
+                            )*
+                            if __found {
+                                ::std::option::Option::Some(true)
+                            } else if __null {
+                                ::std::option::Option::None
+                            } else {
+                                ::std::option::Option::Some(false)
+                            }
+                        }
+                    }
+                };
+                if *negated {
+                    quote!(#rt::expr::not(#res))
+                } else {
+                    res
+                }
+            }
+            TExprKind::Case {
+                branches,
+                otherwise,
+            } => {
+                let mut out = match otherwise {
+                    Some(o) => self.expr(o, ty)?,
+                    None => null(ty),
+                };
+                for (c, v) in branches.iter().rev() {
+                    let c = self.expr(c, Some(Type::Bool))?;
+                    let v = self.expr(v, ty)?;
+                    out = quote!(if #rt::expr::truthy(#c) { #v } else { #out });
+                }
+                out
+            }
+            TExprKind::Call { func, args } => self.call(*func, args, ty)?,
+        })
+    }
+
+    fn call(
+        &self,
+        func: Func,
+        args: &[TExpr],
+        ty: Option<Type>,
+    ) -> Result<TokenStream, CodegenError> {
+        let rt = rt();
+        let arg = |i: usize, hint: Option<Type>| -> Result<TokenStream, CodegenError> {
+            let a = args.get(i).ok_or_else(|| {
+                CodegenError::Internal(format!("{func:?} is missing argument {i}"))
+            })?;
+            self.expr(a, a.ty.or(hint))
+        };
+        let arg_ty = |i: usize| args.get(i).and_then(|a| a.ty);
+        let s = Some(Type::String);
+        Ok(match func {
+            Func::Lower => {
+                let a = arg(0, s)?;
+                quote!((#a).map(#rt::expr::lower))
+            }
+            Func::Upper => {
+                let a = arg(0, s)?;
+                quote!((#a).map(#rt::expr::upper))
+            }
+            Func::Length => {
+                let a = arg(0, s)?;
+                quote!((#a).map(|s| #rt::expr::length(&s)))
+            }
+            Func::Contains | Func::StartsWith | Func::EndsWith => {
+                let a = arg(0, s)?;
+                let b = arg(1, s)?;
+                let m = match func {
+                    Func::Contains => quote!(contains),
+                    Func::StartsWith => quote!(starts_with),
+                    _ => quote!(ends_with),
+                };
+                quote!(#rt::expr::bin(#a, #b, |a, b| a.#m(&*b)))
+            }
+            Func::Abs => {
+                let a = arg(0, ty)?;
+                if arg_ty(0).or(ty).is_some_and(Type::is_float) {
+                    quote!((#a).map(|v| v.abs()))
+                } else {
+                    quote!((#a).map(#rt::expr::SqlInt::sql_abs))
+                }
+            }
+            Func::Round | Func::Floor | Func::Ceil => {
+                let t = arg_ty(0).or(ty);
+                let a = arg(0, t)?;
+                let a = if args.len() > 1 && t.is_some_and(Type::is_integer) {
+                    quote!((#a).map(|v| v as f64))
+                } else {
+                    a
+                };
+                if args.len() > 1 {
+                    let n = arg(1, Some(Type::I64))?;
+                    quote!(#rt::expr::bin(#a, #n, |x, n| #rt::expr::round_to(x as f64, n as i64)))
+                } else if t.is_some_and(Type::is_float) {
+                    match func {
+                        Func::Round => quote!((#a).map(|v| v.round())),
+                        Func::Floor => quote!((#a).map(|v| v.floor())),
+                        _ => quote!((#a).map(|v| v.ceil())),
+                    }
+                } else {
+                    a
+                }
+            }
+            Func::Coalesce => {
+                let mut parts = Vec::new();
+                for i in 0..args.len() {
+                    parts.push(arg(i, ty)?);
+                }
+                let mut it = parts.into_iter();
+                let first = it.next().unwrap_or_else(|| null(ty));
+                it.fold(first, |acc, p| quote!((#acc).or_else(|| #p)))
+            }
+        })
+    }
+}
+
+fn null(ty: Option<Type>) -> TokenStream {
+    match ty {
+        Some(t) => {
+            let v = val_ty(t);
+            quote!(::std::option::Option::None::<#v>)
+        }
+        None => quote!(::std::option::Option::None::<()>),
+    }
+}
+
+fn lit(l: &Lit, ty: Option<Type>) -> TokenStream {
+    let some = |v: TokenStream| quote!(::std::option::Option::Some(#v));
+    match l {
+        Lit::Null => null(ty),
+        Lit::Bool(b) => some(quote!(#b)),
+        Lit::Int(i) => match ty {
+            Some(Type::I32) => some(tok(Literal::i32_suffixed(*i as i32))),
+            Some(Type::U32) => some(tok(Literal::u32_suffixed(*i as u32))),
+            Some(Type::U64) => some(tok(Literal::u64_suffixed(*i as u64))),
+            Some(Type::F32) => some(tok(Literal::f32_suffixed(*i as f32))),
+            Some(Type::F64) => some(tok(Literal::f64_suffixed(*i as f64))),
+            _ => some(tok(Literal::i64_suffixed(*i))),
+        },
+        Lit::Float(x) => match ty {
+            Some(Type::F32) => some(tok(Literal::f32_suffixed(*x as f32))),
+            _ => some(tok(Literal::f64_suffixed(*x))),
+        },
+        Lit::Str(s) => some(quote!(::std::borrow::Cow::Borrowed(#s))),
+    }
+}
+
+fn tok(l: Literal) -> TokenStream {
+    quote!(#l)
+}
+
+fn binary(op: BinOp, operand: Option<Type>, l: TokenStream, r: TokenStream) -> TokenStream {
+    let rt = rt();
+    let float = operand.is_some_and(Type::is_float);
+    match op {
+        BinOp::And => quote!(#rt::expr::and(#l, || #r)),
+        BinOp::Or => quote!(#rt::expr::or(#l, || #r)),
+        BinOp::Add | BinOp::Sub | BinOp::Mul if float => {
+            let o = match op {
+                BinOp::Add => quote!(+),
+                BinOp::Sub => quote!(-),
+                _ => quote!(*),
+            };
+            quote!(#rt::expr::bin(#l, #r, |a, b| a #o b))
+        }
+        BinOp::Add | BinOp::Sub | BinOp::Mul => {
+            let m = match op {
+                BinOp::Add => quote!(sql_add),
+                BinOp::Sub => quote!(sql_sub),
+                _ => quote!(sql_mul),
+            };
+            quote!(#rt::expr::bin(#l, #r, #rt::expr::SqlInt::#m))
+        }
+        BinOp::Div | BinOp::Mod if float => {
+            let o = if op == BinOp::Div { quote!(/) } else { quote!(%) };
+            quote!(#rt::expr::bin_opt(#l, #r, |a, b| if b == 0.0 {
+                ::std::option::Option::None
+            } else {
+                ::std::option::Option::Some(a #o b)
+            }))
+        }
+        BinOp::Div => quote!(#rt::expr::bin_opt(#l, #r, #rt::expr::SqlInt::sql_div)),
+        BinOp::Mod => quote!(#rt::expr::bin_opt(#l, #r, #rt::expr::SqlInt::sql_rem)),
+        BinOp::Eq | BinOp::NotEq | BinOp::Lt | BinOp::LtEq | BinOp::Gt | BinOp::GtEq => {
+            let o = match op {
+                BinOp::Eq => quote!(==),
+                BinOp::NotEq => quote!(!=),
+                BinOp::Lt => quote!(<),
+                BinOp::LtEq => quote!(<=),
+                BinOp::Gt => quote!(>),
+                _ => quote!(>=),
+            };
+            quote!(#rt::expr::bin(#l, #r, |a, b| a #o b))
+        }
+    }
+}
+
+fn cast(x: TokenStream, from: Option<Type>, to: Type) -> TokenStream {
+    let Some(from) = from else {
+        return null(Some(to));
+    };
+    let same_repr = from == to
+        || matches!(
+            (from, to),
+            (Type::Timestamp, Type::I64) | (Type::I64, Type::Timestamp)
+        );
+    if same_repr {
+        return x;
+    }
+    let t = val_ty(to);
+    match (from, to) {
+        (Type::Bool, t2) if t2.is_numeric() => quote!((#x).map(|v| v as u8 as #t)),
+        _ => quote!((#x).map(|v| v as #t)),
+    }
+}

@@ -1,0 +1,1141 @@
+//! Code generation: a checked `Plan` and its fused plan → the `main.rs` of a pipeline
+//! crate (the crate's `Cargo.toml` comes from `templates/`, see `build`).
+//!
+//! What is generated, per the design:
+//! - one event struct per source, deserialized straight from the bytes (strings borrowed);
+//! - one key struct per windowed flow (`()` for a global window);
+//! - one accumulator struct per `aggregate` block whose fields are plain accumulators;
+//! - one function per fused stage: parse → validate → filter → map → key → assign
+//!   windows → accumulate, with no channel or dynamic dispatch between the steps.
+//!
+//! Architecture invariant: generated code never fails to compile for a checked plan; if
+//! it does, that is a streamc bug, reported as an internal error.
+
+pub mod expr;
+
+use crate::ir::{self, FlowEnd, FusedFlow, StageInput};
+use crate::plan::{
+    AccPlan, AggFn, FlowPlan, Input, Plan, RowStep, SinkKind, SourceKind, Type, WindowKind,
+};
+use expr::{AccRefs, Binding, Env, ExprGen, owned_ty, read, val_ty};
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    /// A bug in streamc: the plan was checked, generation must not fail.
+    #[error("internal error in code generation: {0}")]
+    Internal(String),
+    /// A form the spec accepts but this version of the runtime cannot run yet.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Generates the pipeline crate's `src/main.rs`, formatted.
+pub fn generate_main(plan: &Plan) -> Result<String, CodegenError> {
+    unsupported(plan)?;
+    let tokens = Gen::new(plan).file()?;
+    let file: syn::File = syn::parse2(tokens)
+        .map_err(|e| CodegenError::Internal(format!("generated tokens do not parse: {e}")))?;
+    Ok(prettyplease::unparse(&file))
+}
+
+/// Features of the runtime a plan needs (Kafka, RocksDB, ... in later issues).
+pub fn runtime_features(_plan: &Plan) -> Vec<&'static str> {
+    Vec::new()
+}
+
+/// Rejects, as a user-facing error, the spec forms whose runtime support comes in a
+/// later issue.
+pub fn unsupported(plan: &Plan) -> Result<(), CodegenError> {
+    let mut missing = Vec::new();
+    for s in &plan.sources {
+        if let SourceKind::Kafka { .. } = s.kind {
+            missing.push(format!("source `{}` reads Kafka", s.name));
+        }
+        if plan.dead_letter.is_none() && is_remote(&s.default_dead_letter) {
+            missing.push(format!(
+                "source `{}` has a Kafka dead-letter topic by default",
+                s.name
+            ));
+        }
+    }
+    for s in &plan.sinks {
+        if is_remote(&s.kind) {
+            missing.push(format!("sink `{}` writes to {}", s.name, kind_name(&s.kind)));
+        }
+    }
+    if let Some(k) = &plan.dead_letter
+        && is_remote(k)
+    {
+        missing.push(format!("the dead letter output writes to {}", kind_name(k)));
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CodegenError::Unsupported(format!(
+            "this build of streamc cannot run this spec yet: {} (Kafka and Redis connectors \
+             are not in this version; use file, datagen and stdout)",
+            missing.join("; ")
+        )))
+    }
+}
+
+fn is_remote(k: &SinkKind) -> bool {
+    matches!(k, SinkKind::Kafka { .. } | SinkKind::Redis { .. })
+}
+
+fn kind_name(k: &SinkKind) -> &'static str {
+    match k {
+        SinkKind::Kafka { .. } => "Kafka",
+        SinkKind::Redis { .. } => "Redis",
+        SinkKind::File { .. } => "a file",
+        SinkKind::Stdout => "stdout",
+    }
+}
+
+fn internal(msg: impl Into<String>) -> CodegenError {
+    CodegenError::Internal(msg.into())
+}
+
+fn rt() -> TokenStream {
+    quote!(::streamc_runtime)
+}
+
+fn some() -> TokenStream {
+    quote!(::std::option::Option::Some)
+}
+
+struct Gen<'p> {
+    plan: &'p Plan,
+    next_var: usize,
+}
+
+impl<'p> Gen<'p> {
+    fn new(plan: &'p Plan) -> Self {
+        Gen { plan, next_var: 0 }
+    }
+
+    fn var(&mut self, name: &str) -> Ident {
+        self.next_var += 1;
+        let clean: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .collect();
+        format_ident!("v{}_{}", self.next_var, clean)
+    }
+
+    fn file(&mut self) -> Result<TokenStream, CodegenError> {
+        let plan = self.plan;
+        let fused = ir::fuse(plan);
+        let mut items = Vec::new();
+        for (i, s) in plan.sources.iter().enumerate() {
+            items.push(self.event_struct(i, &s.schema));
+        }
+        for (i, f) in plan.flows.iter().enumerate() {
+            if f.window.is_some() {
+                items.push(self.window_structs(i, f)?);
+            } else if !f.to.is_empty() {
+                items.push(self.row_struct(i, f));
+            }
+        }
+        let mut job_fields = Vec::new();
+        let mut job_init = Vec::new();
+        for (i, f) in plan.flows.iter().enumerate() {
+            if let Some(w) = &f.window {
+                let (op, buf, seq) = (op_ident(i), buf_ident(i), seq_ident(i));
+                let (k, a, o) = (key_ident(i), acc_ident(i), accout_ident(i));
+                let rt = rt();
+                let kind = match w.kind {
+                    WindowKind::Tumbling { size, offset } => {
+                        quote!(#rt::window::WindowKind::Tumbling { size: #size, offset: #offset })
+                    }
+                    WindowKind::Sliding { size, slide } => {
+                        quote!(#rt::window::WindowKind::Sliding { size: #size, slide: #slide })
+                    }
+                    WindowKind::Session { gap } => {
+                        quote!(#rt::window::WindowKind::Session { gap: #gap })
+                    }
+                };
+                let lateness = w.allowed_lateness;
+                job_fields.push(quote! {
+                    #op: #rt::window::WindowOperator<#k, #a>,
+                    #buf: ::std::vec::Vec<#rt::window::Emission<#k, #o>>,
+                    #seq: u64,
+                });
+                job_init.push(quote! {
+                    #op: #rt::window::WindowOperator::new(#rt::window::WindowSpec {
+                        kind: #kind,
+                        allowed_lateness: #lateness,
+                    }),
+                    #buf: ::std::vec::Vec::new(),
+                    #seq: 0,
+                });
+            }
+        }
+        let mut methods = Vec::new();
+        for st in &fused.stages {
+            methods.push(self.stage(st)?);
+        }
+        for (i, f) in plan.flows.iter().enumerate() {
+            if f.window.is_some() {
+                methods.push(self.emit_fn(i, f)?);
+                methods.push(advance_fn(i));
+            }
+        }
+        let rt = rt();
+        let src_arms = (0..plan.sources.len()).map(|i| {
+            let f = format_ident!("stage_source{}", i);
+            quote!(#i => self.#f(rec, ctx),)
+        });
+        let wm_arms = (0..plan.sources.len()).map(|s| {
+            let calls = plan
+                .flows
+                .iter()
+                .enumerate()
+                .filter(|(i, f)| f.window.is_some() && ir::root_source(plan, *i) == s)
+                .map(|(i, _)| {
+                    let adv = format_ident!("advance{}", i);
+                    quote!(self.#adv(wm, ctx);)
+                });
+            quote!(#s => { #(#calls)* })
+        });
+        let main = self.main_fn()?;
+        Ok(quote! {
+            #![allow(unused, clippy::all)]
+
+            #(#items)*
+
+            /// The job: window state of every windowed flow.
+            struct Job {
+                #(#job_fields)*
+            }
+
+            impl Job {
+                fn new() -> Self {
+                    Job { #(#job_init)* }
+                }
+                #(#methods)*
+            }
+
+            impl #rt::Pipeline for Job {
+                fn on_record(
+                    &mut self,
+                    src: usize,
+                    rec: &#rt::Record<'_>,
+                    ctx: &mut #rt::Context,
+                ) -> ::std::option::Option<i64> {
+                    match src {
+                        #(#src_arms)*
+                        _ => ::std::option::Option::None,
+                    }
+                }
+
+                fn on_watermark(&mut self, src: usize, wm: i64, ctx: &mut #rt::Context) {
+                    match src {
+                        #(#wm_arms)*
+                        _ => {}
+                    }
+                }
+            }
+
+            #main
+        })
+    }
+
+    /// `struct EvN<'a>`: the schema of source N, deserialized from JSON.
+    fn event_struct(&self, i: usize, schema: &[crate::plan::Field]) -> TokenStream {
+        let name = format_ident!("Ev{}", i);
+        let fields = schema.iter().enumerate().map(|(j, f)| {
+            let id = format_ident!("f{}", j);
+            let json = &f.name;
+            let base = match f.ty {
+                Type::String => quote!(::std::borrow::Cow<'a, str>),
+                t => val_ty(t),
+            };
+            let ty = if f.nullable {
+                quote!(::std::option::Option<#base>)
+            } else {
+                base
+            };
+            let mut attrs = vec![quote!(rename = #json)];
+            if f.nullable {
+                attrs.push(quote!(default));
+            }
+            if f.ty == Type::String {
+                attrs.push(quote!(borrow));
+            }
+            if f.ty == Type::Timestamp {
+                let with = if f.nullable {
+                    "::streamc_runtime::de::opt_timestamp"
+                } else {
+                    "::streamc_runtime::de::timestamp"
+                };
+                attrs.push(quote!(deserialize_with = #with));
+            }
+            quote!(#[serde(#(#attrs),*)] #id: #ty,)
+        });
+        quote! {
+            #[derive(::serde::Deserialize)]
+            struct #name<'a> {
+                #(#fields)*
+                #[serde(skip)]
+                _borrow: ::std::marker::PhantomData<&'a ()>,
+            }
+        }
+    }
+
+    /// Key, accumulator, accumulator-output, output-row and message-key structs of a
+    /// windowed flow.
+    fn window_structs(&self, i: usize, f: &FlowPlan) -> Result<TokenStream, CodegenError> {
+        let rt = rt();
+        let agg = f
+            .aggregate
+            .as_ref()
+            .ok_or_else(|| internal(format!("flow `{}` has a window but no aggregate", f.name)))?;
+        let (key, acc, accout, out, msgkey) = (
+            key_ident(i),
+            acc_ident(i),
+            accout_ident(i),
+            out_ident(i),
+            msgkey_ident(i),
+        );
+        // Key struct.
+        let key_struct = if f.key_by.is_empty() {
+            quote!(type #key = ();)
+        } else {
+            let fields = f.key_by.iter().enumerate().map(|(j, k)| {
+                let id = format_ident!("k{}", j);
+                let json = &k.name;
+                let ty = key_field_ty(k.ty, k.nullable);
+                quote!(#[serde(rename = #json)] #id: #ty,)
+            });
+            quote! {
+                #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize)]
+                struct #key { #(#fields)* }
+            }
+        };
+        // Accumulator struct.
+        let acc_fields = agg.accs.iter().enumerate().map(|(j, a)| {
+            let id = format_ident!("a{}", j);
+            let ty = acc_field_ty(a);
+            quote!(#id: #ty,)
+        });
+        let merges = agg.accs.iter().enumerate().map(|(j, a)| {
+            let id = format_ident!("a{}", j);
+            match a.func {
+                AggFn::CountAll | AggFn::Count | AggFn::CountIf => {
+                    quote!(self.#id = self.#id.wrapping_add(other.#id);)
+                }
+                AggFn::Sum if a.ty.is_float() => quote! {
+                    self.#id = match (self.#id, other.#id) {
+                        (::std::option::Option::Some(x), ::std::option::Option::Some(y)) => ::std::option::Option::Some(x + y),
+                        (x, y) => x.or(y),
+                    };
+                },
+                AggFn::Sum => quote! {
+                    self.#id = match (self.#id, other.#id) {
+                        (::std::option::Option::Some(x), ::std::option::Option::Some(y)) => ::std::option::Option::Some(x.wrapping_add(y)),
+                        (x, y) => x.or(y),
+                    };
+                },
+                AggFn::Avg => quote!(self.#id.merge(&other.#id);),
+                _ => quote!(self.#id.merge(other.#id);),
+            }
+        });
+        let out_fields = agg.accs.iter().enumerate().map(|(j, a)| {
+            let id = format_ident!("a{}", j);
+            let t = owned_ty(a.ty);
+            if nullable_acc(a) {
+                quote!(#id: ::std::option::Option<#t>,)
+            } else {
+                quote!(#id: #t,)
+            }
+        });
+        let out_values = agg.accs.iter().enumerate().map(|(j, a)| {
+            let id = format_ident!("a{}", j);
+            let v = match a.func {
+                AggFn::CountAll | AggFn::Count | AggFn::CountIf | AggFn::Sum => quote!(self.#id),
+                AggFn::Quantile => {
+                    let q = a.q.unwrap_or(0.5);
+                    quote!(self.#id.get(#q))
+                }
+                AggFn::Min | AggFn::Max | AggFn::First | AggFn::Last => quote!(self.#id.get()),
+                _ => quote!(self.#id.get()),
+            };
+            let v = if a.ty == Type::F32 && matches!(a.func, AggFn::Avg | AggFn::Quantile) {
+                quote!(#v.map(|x| x as f32))
+            } else {
+                v
+            };
+            quote!(#id: #v,)
+        });
+        // Output row.
+        let key_fields = f.key_by.iter().enumerate().map(|(j, k)| {
+            let id = format_ident!("k{}", j);
+            let json = &k.name;
+            let ty = key_field_ty(k.ty, k.nullable);
+            quote!(#[serde(rename = #json)] #id: #ty,)
+        });
+        let agg_fields = agg.outputs.iter().enumerate().map(|(j, (name, e))| {
+            let id = format_ident!("o{}", j);
+            let t = e.ty.map(owned_ty).unwrap_or_else(|| quote!(()));
+            quote!(#[serde(rename = #name)] #id: ::std::option::Option<#t>,)
+        });
+        let mk_fields = f.key_by.iter().enumerate().map(|(j, k)| {
+            let id = format_ident!("k{}", j);
+            let json = &k.name;
+            let ty = key_field_ty(k.ty, k.nullable);
+            quote!(#[serde(rename = #json)] #id: &'a #ty,)
+        });
+        Ok(quote! {
+            #key_struct
+
+            #[derive(Default, Clone)]
+            struct #acc { #(#acc_fields)* }
+
+            #[derive(Clone, Debug, PartialEq)]
+            struct #accout { #(#out_fields)* }
+
+            impl #rt::window::Aggregator for #acc {
+                type Output = #accout;
+                fn merge(&mut self, other: Self) {
+                    #(#merges)*
+                }
+                fn output(&self) -> #accout {
+                    #accout { #(#out_values)* }
+                }
+            }
+
+            #[derive(Clone, Debug, ::serde::Serialize)]
+            struct #out {
+                #(#key_fields)*
+                window_start: i64,
+                window_end: i64,
+                #(#agg_fields)*
+                revision: u32,
+                #[serde(skip_serializing_if = "::std::ops::Not::not")]
+                retracted: bool,
+            }
+
+            #[derive(::serde::Serialize)]
+            struct #msgkey<'a> {
+                #(#mk_fields)*
+                window_start: i64,
+                window_end: i64,
+                #[serde(skip)]
+                _borrow: ::std::marker::PhantomData<&'a ()>,
+            }
+        })
+    }
+
+    /// `struct RowN<'a>`: the output row of a stateless flow, borrowing the stage's values.
+    fn row_struct(&self, i: usize, f: &FlowPlan) -> TokenStream {
+        let name = row_ident(i);
+        let fields = f.output.iter().enumerate().map(|(j, fld)| {
+            let id = format_ident!("c{}", j);
+            let json = &fld.name;
+            let ty = match fld.ty {
+                Type::String => quote!(::std::borrow::Cow<'a, str>),
+                t => val_ty(t),
+            };
+            quote!(#[serde(rename = #json)] #id: ::std::option::Option<#ty>,)
+        });
+        quote! {
+            #[derive(::serde::Serialize)]
+            struct #name<'a> {
+                #(#fields)*
+                #[serde(skip)]
+                _borrow: ::std::marker::PhantomData<&'a ()>,
+            }
+        }
+    }
+
+    fn stage(&mut self, st: &ir::Stage) -> Result<TokenStream, CodegenError> {
+        let rt = rt();
+        let s = some();
+        match st.input {
+            StageInput::Source(i) => {
+                let src = &self.plan.sources[i];
+                let ev = format_ident!("Ev{}", i);
+                let fname = format_ident!("stage_source{}", i);
+                let mut env = Env::default();
+                let mut binds = Vec::new();
+                for (j, f) in src.schema.iter().enumerate() {
+                    let var = self.var(&f.name);
+                    let fid = format_ident!("f{}", j);
+                    let ty = val_ty(f.ty);
+                    let value = match (f.ty, f.nullable) {
+                        (Type::String, false) => {
+                            quote!(#s(::std::borrow::Cow::Borrowed(&*ev.#fid)))
+                        }
+                        (Type::String, true) => {
+                            quote!(ev.#fid.as_deref().map(::std::borrow::Cow::Borrowed))
+                        }
+                        (_, false) => quote!(#s(ev.#fid)),
+                        (_, true) => quote!(ev.#fid),
+                    };
+                    binds.push(quote!(let #var: ::std::option::Option<#ty> = #value;));
+                    env.push(Binding {
+                        name: f.name.clone(),
+                        var,
+                        ty: f.ty,
+                        nullable: f.nullable,
+                    });
+                }
+                let et = format_ident!("f{}", src.event_time);
+                let payload = quote!(rec.payload);
+                let flows = self.flows(&st.flows, &env, &payload)?;
+                Ok(quote! {
+                    /// Fused stage: every flow reading this source, per record.
+                    fn #fname(
+                        &mut self,
+                        rec: &#rt::Record<'_>,
+                        ctx: &mut #rt::Context,
+                    ) -> ::std::option::Option<i64> {
+                        let ev: #ev<'_> = match ::serde_json::from_slice(rec.payload) {
+                            ::std::result::Result::Ok(ev) => ev,
+                            ::std::result::Result::Err(e) => {
+                                ctx.dead_letter(#i, rec, &e.to_string());
+                                return ::std::option::Option::None;
+                            }
+                        };
+                        let ts: i64 = ev.#et as i64;
+                        #(#binds)*
+                        #flows
+                        #s(ts)
+                    }
+                })
+            }
+            StageInput::WindowOutput(p) => {
+                let parent = &self.plan.flows[p];
+                let out = out_ident(p);
+                let fname = format_ident!("stage_window{}", p);
+                let agg = parent.aggregate.as_ref().ok_or_else(|| internal("no aggregate"))?;
+                let mut env = Env::default();
+                let mut binds = Vec::new();
+                let mut push = |g: &mut Self, name: &str, ty: Type, nullable: bool, value: TokenStream| {
+                    let var = g.var(name);
+                    let vt = val_ty(ty);
+                    binds.push(quote!(let #var: ::std::option::Option<#vt> = #value;));
+                    env.push(Binding {
+                        name: name.to_string(),
+                        var,
+                        ty,
+                        nullable,
+                    });
+                };
+                for (j, k) in parent.key_by.iter().enumerate() {
+                    let id = format_ident!("k{}", j);
+                    let value = key_to_value(quote!(row.#id), k.ty, k.nullable);
+                    push(self, &k.name, k.ty, k.nullable, value);
+                }
+                push(self, "window_start", Type::Timestamp, false, quote!(#s(row.window_start)));
+                push(self, "window_end", Type::Timestamp, false, quote!(#s(row.window_end)));
+                for (j, (name, e)) in agg.outputs.iter().enumerate() {
+                    let id = format_ident!("o{}", j);
+                    let ty = e.ty.unwrap_or(Type::Bool);
+                    let value = if ty == Type::String {
+                        quote!(row.#id.as_deref().map(::std::borrow::Cow::Borrowed))
+                    } else if e.ty.is_none() {
+                        quote!(::std::option::Option::None::<bool>)
+                    } else {
+                        quote!(row.#id)
+                    };
+                    push(self, name, ty, e.nullable, value);
+                }
+                push(self, "revision", Type::U32, false, quote!(#s(row.revision)));
+                push(self, "retracted", Type::Bool, false, quote!(#s(row.retracted)));
+                if env.bindings.len() != parent.output.len() {
+                    return Err(internal(format!(
+                        "flow `{}`: output has {} fields, stage binds {}",
+                        parent.name,
+                        parent.output.len(),
+                        env.bindings.len()
+                    )));
+                }
+                let payload = quote!(&::serde_json::to_vec(row).unwrap_or_default());
+                let flows = self.flows(&st.flows, &env, &payload)?;
+                Ok(quote! {
+                    /// Fused stage: every flow reading the results of a window.
+                    fn #fname(&mut self, row: &#out, ctx: &mut #rt::Context) {
+                        let ts: i64 = row.window_end.saturating_sub(1);
+                        #(#binds)*
+                        #flows
+                    }
+                })
+            }
+        }
+    }
+
+    fn flows(
+        &mut self,
+        flows: &[FusedFlow],
+        env: &Env,
+        payload: &TokenStream,
+    ) -> Result<TokenStream, CodegenError> {
+        let mut out = Vec::new();
+        for ff in flows {
+            out.push(self.flow(ff, env, payload)?);
+        }
+        Ok(quote!(#(#out)*))
+    }
+
+    /// One flow's steps inline, in a labeled block that a failing filter leaves.
+    fn flow(
+        &mut self,
+        ff: &FusedFlow,
+        env: &Env,
+        payload: &TokenStream,
+    ) -> Result<TokenStream, CodegenError> {
+        let rt = rt();
+        let plan = self.plan;
+        let f = &plan.flows[ff.flow];
+        let label = syn::Lifetime::new(&format!("'flow{}", ff.flow), proc_macro2::Span::call_site());
+        let mut env = env.clone();
+        let mut body = Vec::new();
+        let doc = format!(" flow `{}`", f.name);
+        body.push(quote!(#[doc = #doc] let _ = ();));
+        for step in &f.steps {
+            match step {
+                RowStep::Filter(e) => {
+                    let g = ExprGen { env: &env, accs: None };
+                    let c = g.expr(e, Some(Type::Bool))?;
+                    body.push(quote!(if !#rt::expr::truthy(#c) { break #label; }));
+                }
+                RowStep::Map(fields) => {
+                    let mut new = Vec::new();
+                    for (name, e) in fields {
+                        let g = ExprGen { env: &env, accs: None };
+                        let ty = e.ty.unwrap_or(Type::Bool);
+                        let v = g.expr(e, Some(ty))?;
+                        let var = self.var(name);
+                        let vt = val_ty(ty);
+                        body.push(quote!(let #var: ::std::option::Option<#vt> = #v;));
+                        new.push(Binding {
+                            name: name.clone(),
+                            var,
+                            ty,
+                            nullable: e.nullable,
+                        });
+                    }
+                    for b in new {
+                        env.push(b);
+                    }
+                }
+            }
+        }
+        match &ff.end {
+            FlowEnd::Emit { children } => {
+                if !f.to.is_empty() {
+                    let row = row_ident(ff.flow);
+                    let cols = f
+                        .output
+                        .iter()
+                        .enumerate()
+                        .map(|(j, fld)| {
+                            let id = format_ident!("c{}", j);
+                            let b = env.get(&fld.name).ok_or_else(|| {
+                                internal(format!("output field `{}` not bound", fld.name))
+                            })?;
+                            let v = read(b);
+                            Ok(quote!(#id: #v,))
+                        })
+                        .collect::<Result<Vec<_>, CodegenError>>()?;
+                    let sinks = &f.to;
+                    body.push(quote! {
+                        ctx.emit(
+                            &[#(#sinks),*],
+                            ::std::option::Option::None::<&()>,
+                            &#row { #(#cols)* _borrow: ::std::marker::PhantomData },
+                        );
+                    });
+                }
+                body.push(self.flows(children, &env, payload)?);
+            }
+            FlowEnd::Accumulate => body.push(self.accumulate(ff.flow, f, &env, payload)?),
+        }
+        Ok(quote!(#label: { #(#body)* }))
+    }
+
+    fn accumulate(
+        &mut self,
+        i: usize,
+        f: &FlowPlan,
+        env: &Env,
+        payload: &TokenStream,
+    ) -> Result<TokenStream, CodegenError> {
+        let agg = f.aggregate.as_ref().ok_or_else(|| internal("no aggregate"))?;
+        let key_ty = key_ident(i);
+        let key = if f.key_by.is_empty() {
+            quote!(())
+        } else {
+            let fields = f
+                .key_by
+                .iter()
+                .enumerate()
+                .map(|(j, k)| {
+                    let id = format_ident!("k{}", j);
+                    let b = env
+                        .get(&k.name)
+                        .ok_or_else(|| internal(format!("key field `{}` not bound", k.name)))?;
+                    let v = value_to_key(&b.var, k.ty, k.nullable);
+                    Ok(quote!(#id: #v,))
+                })
+                .collect::<Result<Vec<_>, CodegenError>>()?;
+            quote!(#key_ty { #(#fields)* })
+        };
+        let mut args = Vec::new();
+        let mut updates = Vec::new();
+        for (j, a) in agg.accs.iter().enumerate() {
+            let id = format_ident!("a{}", j);
+            let x = format_ident!("x{}", j);
+            if let Some(e) = &a.arg {
+                let g = ExprGen { env, accs: None };
+                let ty = e.ty;
+                let v = g.expr(e, ty)?;
+                let vt = ty.map(val_ty).unwrap_or_else(|| quote!(()));
+                args.push(quote!(let #x: ::std::option::Option<#vt> = #v;));
+            }
+            let arg_ty = a.arg.as_ref().and_then(|e| e.ty);
+            updates.push(update_code(a, &id, &x, arg_ty));
+        }
+        let (op, buf, seq, emit) = (op_ident(i), buf_ident(i), seq_ident(i), emit_ident(i));
+        let acc = acc_ident(i);
+        let late = match f.late {
+            Some(s) => quote!(::std::option::Option::Some(#s)),
+            None => quote!(::std::option::Option::None),
+        };
+        Ok(quote! {
+            let key: #key_ty = #key;
+            #(#args)*
+            let seq = self.#seq;
+            self.#seq = self.#seq.wrapping_add(1);
+            let mut buf = ::std::mem::take(&mut self.#buf);
+            let live = self.#op.process(
+                &key,
+                ts,
+                |acc: &mut #acc| { #(#updates)* },
+                &mut buf,
+            );
+            if !live {
+                ctx.late(#i, #late, #payload);
+            }
+            for e in buf.drain(..) {
+                self.#emit(e, ctx);
+            }
+            self.#buf = buf;
+        })
+    }
+
+    /// `emitN`: one window result → output row → sinks → flows reading this flow.
+    fn emit_fn(&mut self, i: usize, f: &FlowPlan) -> Result<TokenStream, CodegenError> {
+        let rt = rt();
+        let agg = f.aggregate.as_ref().ok_or_else(|| internal("no aggregate"))?;
+        let (key_ty, accout, out, msgkey, emit) = (
+            key_ident(i),
+            accout_ident(i),
+            out_ident(i),
+            msgkey_ident(i),
+            emit_ident(i),
+        );
+        let mut acc_vars = Vec::new();
+        let mut binds = Vec::new();
+        for (j, a) in agg.accs.iter().enumerate() {
+            let id = format_ident!("a{}", j);
+            let var = format_ident!("acc{}", j);
+            let vt = val_ty(a.ty);
+            let value = match (a.ty, nullable_acc(a)) {
+                (Type::String, true) => {
+                    quote!(e.out.#id.as_deref().map(::std::borrow::Cow::Borrowed))
+                }
+                (Type::String, false) => {
+                    quote!(::std::option::Option::Some(::std::borrow::Cow::Borrowed(&*e.out.#id)))
+                }
+                (_, true) => quote!(e.out.#id),
+                (_, false) => quote!(::std::option::Option::Some(e.out.#id)),
+            };
+            binds.push(quote!(let #var: ::std::option::Option<#vt> = #value;));
+            acc_vars.push(Binding {
+                name: format!("#acc{j}"),
+                var,
+                ty: a.ty,
+                nullable: a.nullable,
+            });
+        }
+        let empty = Env::default();
+        let g = ExprGen {
+            env: &empty,
+            accs: Some(AccRefs { vars: &acc_vars }),
+        };
+        let mut cols = Vec::new();
+        for (j, (_, e)) in agg.outputs.iter().enumerate() {
+            let id = format_ident!("o{}", j);
+            let v = g.expr(e, e.ty)?;
+            let v = if e.ty == Some(Type::String) {
+                quote!((#v).map(::std::borrow::Cow::into_owned))
+            } else {
+                v
+            };
+            cols.push(quote!(#id: #v,));
+        }
+        let key_moves: Vec<TokenStream> = (0..f.key_by.len())
+            .map(|j| {
+                let id = format_ident!("k{}", j);
+                quote!(#id: key.#id,)
+            })
+            .collect();
+        let mk_refs: Vec<TokenStream> = (0..f.key_by.len())
+            .map(|j| {
+                let id = format_ident!("k{}", j);
+                quote!(#id: &row.#id,)
+            })
+            .collect();
+        let key_bind = if f.key_by.is_empty() {
+            quote!(let _ = e.key;)
+        } else {
+            quote!(let key: #key_ty = e.key;)
+        };
+        let sinks = &f.to;
+        let has_readers = ir::readers(self.plan, Input::Flow(i)).next().is_some();
+        let downstream = if has_readers {
+            let st = format_ident!("stage_window{}", i);
+            quote!(self.#st(&row, ctx);)
+        } else {
+            quote!()
+        };
+        let emit_sinks = if sinks.is_empty() {
+            quote!()
+        } else {
+            quote! {
+                let mk = #msgkey {
+                    #(#mk_refs)*
+                    window_start: row.window_start,
+                    window_end: row.window_end,
+                    _borrow: ::std::marker::PhantomData,
+                };
+                ctx.emit(&[#(#sinks),*], ::std::option::Option::Some(&mk), &row);
+            }
+        };
+        Ok(quote! {
+            fn #emit(&mut self, e: #rt::window::Emission<#key_ty, #accout>, ctx: &mut #rt::Context) {
+                #key_bind
+                #(#binds)*
+                let row = #out {
+                    #(#cols)*
+                    #(#key_moves)*
+                    window_start: e.start,
+                    window_end: e.end,
+                    revision: e.revision,
+                    retracted: e.retracted,
+                };
+                #emit_sinks
+                #downstream
+            }
+        })
+    }
+
+    fn main_fn(&self) -> Result<TokenStream, CodegenError> {
+        let rt = rt();
+        let plan = self.plan;
+        let name = &plan.name;
+        let mut dead: Vec<SinkKind> = Vec::new();
+        let mut sources = Vec::new();
+        for s in &plan.sources {
+            let dl = plan
+                .dead_letter
+                .clone()
+                .unwrap_or_else(|| s.default_dead_letter.clone());
+            let idx = match dead.iter().position(|d| *d == dl) {
+                Some(i) => i,
+                None => {
+                    dead.push(dl);
+                    dead.len() - 1
+                }
+            };
+            let sname = &s.name;
+            let kind = match &s.kind {
+                SourceKind::File { path } => {
+                    let p = path.to_string_lossy().into_owned();
+                    quote!(#rt::source::SourceKind::File { path: #p.to_string() })
+                }
+                SourceKind::Datagen(d) => {
+                    let fields = s.schema.iter().map(|f| {
+                        let n = &f.name;
+                        let t = field_type(f.ty);
+                        let nl = f.nullable;
+                        let key = d.key_fields.contains(&f.name);
+                        quote!(#rt::source::FieldSpec { name: #n, ty: #t, nullable: #nl, key: #key })
+                    });
+                    let (rate, keys, max_delay, late_fraction, seed, late_delay) =
+                        (d.rate, d.keys, d.max_delay, d.late_fraction, d.seed, d.late_delay);
+                    let count = opt(d.count.map(|c| quote!(#c)));
+                    let start = opt(d.start.map(|c| quote!(#c)));
+                    let et = s.event_time;
+                    quote!(#rt::source::SourceKind::Datagen(#rt::source::DatagenSpec {
+                        rate: #rate,
+                        keys: #keys,
+                        max_delay: #max_delay,
+                        late_fraction: #late_fraction,
+                        seed: #seed,
+                        count: #count,
+                        start: #start,
+                        late_delay: #late_delay,
+                        schema: vec![#(#fields),*],
+                        event_time: #et,
+                    }))
+                }
+                SourceKind::Kafka { .. } => {
+                    return Err(CodegenError::Unsupported("Kafka sources".into()));
+                }
+            };
+            let ooo = s.max_out_of_orderness;
+            let idle = opt(s.idle_timeout.map(|t| quote!(#t)));
+            sources.push(quote!(#rt::source::SourceSpec {
+                name: #sname,
+                kind: #kind,
+                max_out_of_orderness: #ooo,
+                idle_timeout: #idle,
+                dead_letter: #idx,
+            }));
+        }
+        let sink_spec = |name: &str, k: &SinkKind| -> Result<TokenStream, CodegenError> {
+            let kind = match k {
+                SinkKind::Stdout => quote!(#rt::sink::SinkKind::Stdout),
+                SinkKind::File { path } => {
+                    let p = path.to_string_lossy().into_owned();
+                    quote!(#rt::sink::SinkKind::File { path: #p.to_string() })
+                }
+                other => {
+                    return Err(CodegenError::Unsupported(format!(
+                        "{} sinks",
+                        kind_name(other)
+                    )));
+                }
+            };
+            Ok(quote!(#rt::sink::SinkSpec { name: #name, kind: #kind }))
+        };
+        let sinks = plan
+            .sinks
+            .iter()
+            .map(|s| sink_spec(&s.name, &s.kind))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dls = dead
+            .iter()
+            .map(|k| sink_spec("dead_letter", k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let flows = plan.flows.iter().map(|f| &f.name);
+        Ok(quote! {
+            fn main() -> ::std::process::ExitCode {
+                let spec = #rt::driver::JobSpec {
+                    name: #name,
+                    sources: vec![#(#sources),*],
+                    sinks: vec![#(#sinks),*],
+                    dead_letters: vec![#(#dls),*],
+                    flows: vec![#(#flows),*],
+                };
+                #rt::driver::main(spec, Job::new())
+            }
+        })
+    }
+}
+
+fn advance_fn(i: usize) -> TokenStream {
+    let rt = rt();
+    let (op, buf, emit, adv) = (op_ident(i), buf_ident(i), emit_ident(i), format_ident!("advance{}", i));
+    quote! {
+        fn #adv(&mut self, wm: i64, ctx: &mut #rt::Context) {
+            let mut buf = ::std::mem::take(&mut self.#buf);
+            self.#op.advance(wm, &mut buf);
+            for e in buf.drain(..) {
+                self.#emit(e, ctx);
+            }
+            self.#buf = buf;
+        }
+    }
+}
+
+fn opt(v: Option<TokenStream>) -> TokenStream {
+    match v {
+        Some(v) => quote!(::std::option::Option::Some(#v)),
+        None => quote!(::std::option::Option::None),
+    }
+}
+
+fn field_type(t: Type) -> TokenStream {
+    let rt = rt();
+    match t {
+        Type::Bool => quote!(#rt::source::FieldType::Bool),
+        Type::I32 => quote!(#rt::source::FieldType::I32),
+        Type::I64 => quote!(#rt::source::FieldType::I64),
+        Type::U32 => quote!(#rt::source::FieldType::U32),
+        Type::U64 => quote!(#rt::source::FieldType::U64),
+        Type::F32 => quote!(#rt::source::FieldType::F32),
+        Type::F64 => quote!(#rt::source::FieldType::F64),
+        Type::String => quote!(#rt::source::FieldType::String),
+        Type::Timestamp => quote!(#rt::source::FieldType::Timestamp),
+    }
+}
+
+/// Whether an accumulator's value can be null.
+fn nullable_acc(a: &AccPlan) -> bool {
+    !matches!(
+        a.func,
+        AggFn::CountAll
+            | AggFn::Count
+            | AggFn::CountIf
+            | AggFn::CountDistinct
+            | AggFn::ApproxCountDistinct
+    )
+}
+
+fn acc_field_ty(a: &AccPlan) -> TokenStream {
+    let rt = rt();
+    let arg = a.arg.as_ref().and_then(|e| e.ty).unwrap_or(a.ty);
+    match a.func {
+        AggFn::CountAll | AggFn::Count | AggFn::CountIf => quote!(u64),
+        AggFn::Sum => {
+            let t = val_ty(a.ty);
+            quote!(::std::option::Option<#t>)
+        }
+        AggFn::Avg => quote!(#rt::agg::Avg),
+        AggFn::Min => {
+            let t = owned_ty(a.ty);
+            quote!(#rt::agg::Min<#t>)
+        }
+        AggFn::Max => {
+            let t = owned_ty(a.ty);
+            quote!(#rt::agg::Max<#t>)
+        }
+        AggFn::First => {
+            let t = owned_ty(a.ty);
+            quote!(#rt::agg::First<#t>)
+        }
+        AggFn::Last => {
+            let t = owned_ty(a.ty);
+            quote!(#rt::agg::Last<#t>)
+        }
+        AggFn::CountDistinct => {
+            let t = owned_ty(arg);
+            quote!(#rt::agg::CountDistinct<#t>)
+        }
+        AggFn::ApproxCountDistinct => quote!(#rt::agg::ApproxCountDistinct),
+        AggFn::Quantile => quote!(#rt::agg::Quantile),
+    }
+}
+
+/// The statements that fold one event's argument value `x` into accumulator field `id`.
+fn update_code(a: &AccPlan, id: &Ident, x: &Ident, arg_ty: Option<Type>) -> TokenStream {
+    let rt = rt();
+    let s = some();
+    let owned = |v: TokenStream| -> TokenStream {
+        if arg_ty == Some(Type::String) {
+            quote!(::std::string::String::from(&*#v))
+        } else {
+            v
+        }
+    };
+    match a.func {
+        AggFn::CountAll => quote!(acc.#id += 1;),
+        AggFn::Count => quote!(if #x.is_some() { acc.#id += 1; }),
+        AggFn::CountIf => quote!(if #rt::expr::truthy(#x) { acc.#id += 1; }),
+        AggFn::Sum => {
+            let t = val_ty(a.ty);
+            if a.ty.is_float() {
+                quote!(if let #s(v) = #x {
+                    acc.#id = #s(acc.#id.unwrap_or(0.0) + v as #t);
+                })
+            } else {
+                quote!(if let #s(v) = #x {
+                    acc.#id = #s(acc.#id.unwrap_or(0).wrapping_add(v as #t));
+                })
+            }
+        }
+        AggFn::Avg => quote!(if let #s(v) = #x { acc.#id.add(v as f64); }),
+        AggFn::Quantile => quote!(if let #s(v) = #x { acc.#id.add(v as f64); }),
+        AggFn::Min | AggFn::Max => {
+            let v = owned(quote!(v));
+            quote!(if let #s(v) = &#x { let v = v.clone(); acc.#id.add(#v); })
+        }
+        AggFn::First | AggFn::Last => {
+            let v = owned(quote!(v));
+            quote!(if let #s(v) = &#x { let v = v.clone(); acc.#id.add(ts, seq, #v); })
+        }
+        AggFn::CountDistinct | AggFn::ApproxCountDistinct => {
+            let v = owned(quote!(v));
+            quote!(if let #s(v) = &#x { let v = v.clone(); acc.#id.add(&#v); })
+        }
+    }
+}
+
+fn key_field_ty(t: Type, nullable: bool) -> TokenStream {
+    let base = match t {
+        Type::F32 | Type::F64 => quote!(::streamc_runtime::key::F64Key),
+        other => owned_ty(other),
+    };
+    if nullable {
+        quote!(::std::option::Option<#base>)
+    } else {
+        base
+    }
+}
+
+/// A stage value (`Option<V>`) → a key field.
+fn value_to_key(var: &Ident, t: Type, nullable: bool) -> TokenStream {
+    let rt = rt();
+    match (t, nullable) {
+        (Type::String, false) => quote!(#var.as_deref().unwrap_or_default().to_owned()),
+        (Type::String, true) => quote!(#var.as_deref().map(str::to_owned)),
+        (Type::F32 | Type::F64, false) => {
+            quote!(#rt::key::F64Key(#var.unwrap_or_default() as f64))
+        }
+        (Type::F32 | Type::F64, true) => quote!(#var.map(|v| #rt::key::F64Key(v as f64))),
+        (_, false) => quote!(#var.unwrap_or_default()),
+        (_, true) => quote!(#var),
+    }
+}
+
+/// A key field of an output row → a stage value (`Option<V>`).
+fn key_to_value(field: TokenStream, t: Type, nullable: bool) -> TokenStream {
+    let s = some();
+    let vt = val_ty(t);
+    match (t, nullable) {
+        (Type::String, false) => quote!(#s(::std::borrow::Cow::Borrowed(&*#field))),
+        (Type::String, true) => quote!(#field.as_deref().map(::std::borrow::Cow::Borrowed)),
+        (Type::F32 | Type::F64, false) => quote!(#s(#field.0 as #vt)),
+        (Type::F32 | Type::F64, true) => quote!(#field.map(|k| k.0 as #vt)),
+        (_, false) => quote!(#s(#field)),
+        (_, true) => quote!(#field),
+    }
+}
+
+fn op_ident(i: usize) -> Ident {
+    format_ident!("window{}", i)
+}
+fn buf_ident(i: usize) -> Ident {
+    format_ident!("emitted{}", i)
+}
+fn seq_ident(i: usize) -> Ident {
+    format_ident!("arrivals{}", i)
+}
+fn emit_ident(i: usize) -> Ident {
+    format_ident!("emit{}", i)
+}
+fn key_ident(i: usize) -> Ident {
+    format_ident!("Key{}", i)
+}
+fn acc_ident(i: usize) -> Ident {
+    format_ident!("Acc{}", i)
+}
+fn accout_ident(i: usize) -> Ident {
+    format_ident!("AccOut{}", i)
+}
+fn out_ident(i: usize) -> Ident {
+    format_ident!("Out{}", i)
+}
+fn msgkey_ident(i: usize) -> Ident {
+    format_ident!("MsgKey{}", i)
+}
+fn row_ident(i: usize) -> Ident {
+    format_ident!("Row{}", i)
+}

@@ -1,0 +1,2 @@
+//! Window operator throughput (filled in below).
+fn main() {}

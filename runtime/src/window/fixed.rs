@@ -1,0 +1,343 @@
+//! Tumbling and sliding windows: the windows of an event are a function of its event
+//! time alone, so a window is identified by `(key, start, end)` and never merges.
+//!
+//! State: per key a small vec of windows sorted by start; timers in
+//! `BTreeMap<time, Vec<K>>` buckets: a window is registered at `end` when created
+//! unfired, and at `end + allowed_lateness` once it has fired (when that is later).
+
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
+use hashbrown::hash_map::RawEntryMut;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use super::{Aggregator, Emission};
+
+/// How event times map to windows (sizes and slides are at least 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) enum Assigner {
+    Tumbling { size: i64, offset: i64 },
+    Sliding { size: i64, slide: i64 },
+}
+
+fn clamp(v: i128) -> i64 {
+    v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// The start of the tumbling window holding `ts` (may lie below `i64::MIN`).
+fn tumbling_start(ts: i64, size: i64, offset: i64) -> i128 {
+    let ts = i128::from(ts);
+    ts - (ts - i128::from(offset)).rem_euclid(i128::from(size))
+}
+
+/// The tumbling window `[start, end)` holding `ts`, clamped to the i64 range.
+pub fn tumbling_window(ts: i64, size: i64, offset: i64) -> (i64, i64) {
+    let size = size.max(1);
+    let start = tumbling_start(ts, size, offset);
+    (clamp(start), clamp(start + i128::from(size)))
+}
+
+/// The starts `s` of the sliding windows holding `ts`, as the inclusive range
+/// `(first, last)` stepped by `slide` (computed in i128: no overflow).
+fn sliding_starts(ts: i64, size: i64, slide: i64) -> (i128, i128) {
+    let (ts, size, slide) = (i128::from(ts), i128::from(size), i128::from(slide));
+    let last = ts - ts.rem_euclid(slide);
+    let lo = ts - size + 1;
+    let first = lo + (-lo).rem_euclid(slide);
+    (first, last)
+}
+
+/// Every sliding window `[start, end)` holding `ts`, in order of start, clamped to the
+/// i64 range (for tests and tools; the operator uses the same arithmetic).
+pub fn sliding_windows(ts: i64, size: i64, slide: i64) -> Vec<(i64, i64)> {
+    let (size, slide) = (size.max(1), slide.max(1));
+    let (first, last) = sliding_starts(ts, size, slide);
+    let mut v = Vec::new();
+    let mut s = first;
+    while s <= last {
+        v.push((clamp(s), clamp(s + i128::from(size))));
+        s += i128::from(slide);
+    }
+    v
+}
+
+impl Assigner {
+    fn size(self) -> i64 {
+        match self {
+            Assigner::Tumbling { size, .. } | Assigner::Sliding { size, .. } => size,
+        }
+    }
+
+    /// The starts of the windows of `ts` that are live at watermark `wm < i64::MAX`
+    /// (`end + lateness > wm`), as `(first, last, step)`; empty when `first > last`.
+    fn live_starts(self, ts: i64, wm: i64, lateness: i64) -> (i128, i128, i128) {
+        let size = i128::from(self.size());
+        let (first, last, step) = match self {
+            Assigner::Tumbling { size, offset } => {
+                let s = tumbling_start(ts, size, offset);
+                (s, s, 1)
+            }
+            Assigner::Sliding { size, slide } => {
+                let (first, last) = sliding_starts(ts, size, slide);
+                (first, last, i128::from(slide))
+            }
+        };
+        // Live: s + size + lateness > wm, i.e. s >= min_live. Liveness grows with s, so
+        // the live windows are a suffix: round min_live up onto the grid of starts.
+        let min_live = i128::from(wm) - size - i128::from(lateness) + 1;
+        let first = if first >= min_live {
+            first
+        } else {
+            min_live + (first - min_live).rem_euclid(step)
+        };
+        (first, last, step)
+    }
+}
+
+/// One window's state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Win<A> {
+    start: i64,
+    end: i64,
+    /// The revision of the next firing; 0 = never fired.
+    next_rev: u32,
+    acc: A,
+}
+
+type Wins<A> = SmallVec<[Win<A>; 2]>;
+
+/// Tumbling or sliding windows of every key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "K: Serialize, A: Serialize",
+    deserialize = "K: Deserialize<'de> + std::hash::Hash + Eq, A: Deserialize<'de>"
+))]
+pub(super) struct FixedWindows<K, A> {
+    assigner: Assigner,
+    lateness: i64,
+    #[serde(with = "super::map_as_seq")]
+    keys: HashMap<K, Wins<A>>,
+    /// Time -> keys with a window to fire or purge then (a key may repeat).
+    timers: BTreeMap<i64, Vec<K>>,
+    live: usize,
+}
+
+impl<K, A> FixedWindows<K, A>
+where
+    K: std::hash::Hash + Eq + Ord + Clone,
+    A: Aggregator,
+{
+    pub(super) fn new(assigner: Assigner, lateness: i64) -> Self {
+        FixedWindows {
+            assigner,
+            lateness,
+            keys: HashMap::new(),
+            timers: BTreeMap::new(),
+            live: 0,
+        }
+    }
+
+    pub(super) fn live_windows(&self) -> usize {
+        self.live
+    }
+
+    pub(super) fn live_keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub(super) fn pending_timers(&self) -> usize {
+        self.timers.values().map(Vec::len).sum()
+    }
+
+    pub(super) fn process(
+        &mut self,
+        wm: i64,
+        key: &K,
+        ts: i64,
+        mut update: impl FnMut(&mut A),
+        out: &mut Vec<Emission<K, A::Output>>,
+    ) -> bool {
+        if wm == i64::MAX {
+            return false; // end of input: every window is dead
+        }
+        let (first, last, step) = self.assigner.live_starts(ts, wm, self.lateness);
+        if first > last {
+            return false;
+        }
+        let size = i128::from(self.assigner.size());
+        let wins = match self.keys.raw_entry_mut().from_key(key) {
+            RawEntryMut::Occupied(o) => o.into_mut(),
+            RawEntryMut::Vacant(v) => v.insert(key.clone(), SmallVec::new()).1,
+        };
+        let mut s = first;
+        while s <= last {
+            let (start, end) = (clamp(s), clamp(s + size));
+            s += step;
+            let i = match wins.binary_search_by(|w| (w.start, w.end).cmp(&(start, end))) {
+                Ok(i) => i,
+                Err(i) => {
+                    wins.insert(
+                        i,
+                        Win {
+                            start,
+                            end,
+                            next_rev: 0,
+                            acc: A::default(),
+                        },
+                    );
+                    self.live += 1;
+                    // Unfired: its next action is firing at `end`; one that is already
+                    // due fires below, so its next action is the purge.
+                    let at = if end <= wm {
+                        end.saturating_add(self.lateness)
+                    } else {
+                        end
+                    };
+                    self.timers.entry(at).or_default().push(key.clone());
+                    i
+                }
+            };
+            let w = &mut wins[i];
+            update(&mut w.acc);
+            if end <= wm {
+                out.push(Emission {
+                    key: key.clone(),
+                    start,
+                    end,
+                    revision: w.next_rev,
+                    retracted: false,
+                    out: w.acc.output(),
+                });
+                w.next_rev = w.next_rev.saturating_add(1);
+            }
+        }
+        true
+    }
+
+    pub(super) fn advance(&mut self, wm: i64, out: &mut Vec<Emission<K, A::Output>>) {
+        let lateness = self.lateness;
+        while let Some(entry) = self.timers.first_entry() {
+            if *entry.key() > wm {
+                break;
+            }
+            let (t, mut keys) = entry.remove_entry();
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
+                let Some(wins) = self.keys.get_mut(&key) else {
+                    continue;
+                };
+                // Windows are sorted by start, so by end too: they fire in order.
+                let mut purge_at: SmallVec<[i64; 2]> = SmallVec::new();
+                for w in wins.iter_mut() {
+                    if w.next_rev == 0 && w.end <= t {
+                        out.push(Emission {
+                            key: key.clone(),
+                            start: w.start,
+                            end: w.end,
+                            revision: 0,
+                            retracted: false,
+                            out: w.acc.output(),
+                        });
+                        w.next_rev = 1;
+                        let p = w.end.saturating_add(lateness);
+                        if p > t {
+                            purge_at.push(p);
+                        }
+                    }
+                }
+                // Every window with end <= t has fired by now.
+                let before = wins.len();
+                wins.retain(|w| w.end.saturating_add(lateness) > t);
+                self.live -= before - wins.len();
+                if wins.is_empty() {
+                    self.keys.remove(&key);
+                    continue;
+                }
+                if let Some((&lastp, rest)) = purge_at.split_last() {
+                    for &p in rest {
+                        self.timers.entry(p).or_default().push(key.clone());
+                    }
+                    self.timers.entry(lastp).or_default().push(key);
+                }
+            }
+        }
+        super::shrink_if_sparse(&mut self.keys);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tumbling_basic_and_offset() {
+        assert_eq!(tumbling_window(0, 10, 0), (0, 10));
+        assert_eq!(tumbling_window(9, 10, 0), (0, 10));
+        assert_eq!(tumbling_window(10, 10, 0), (10, 20));
+        assert_eq!(tumbling_window(12, 10, 3), (3, 13));
+        assert_eq!(tumbling_window(2, 10, 3), (-7, 3));
+        assert_eq!(tumbling_window(13, 10, 3), (13, 23));
+        // Offset larger than size and negative offset are the same grid mod size.
+        assert_eq!(tumbling_window(12, 10, 23), (3, 13));
+        assert_eq!(tumbling_window(12, 10, -7), (3, 13));
+    }
+
+    #[test]
+    fn tumbling_negative_timestamps() {
+        assert_eq!(tumbling_window(-1, 10, 0), (-10, 0));
+        assert_eq!(tumbling_window(-10, 10, 0), (-10, 0));
+        assert_eq!(tumbling_window(-11, 10, 0), (-20, -10));
+        assert_eq!(tumbling_window(-60_001, 60_000, 0), (-120_000, -60_000));
+    }
+
+    #[test]
+    fn tumbling_extremes_do_not_overflow() {
+        let (s, e) = tumbling_window(i64::MIN, 60_000, 0);
+        assert_eq!(s, i64::MIN); // clamped: the true start lies below i64::MIN
+        assert!(e > s);
+        let (s, e) = tumbling_window(i64::MAX, 60_000, 17);
+        assert!(s <= i64::MAX && e == i64::MAX);
+        let (s, e) = tumbling_window(i64::MIN, i64::MAX, i64::MAX);
+        assert!(s <= e);
+        let (s, e) = tumbling_window(i64::MAX, i64::MAX, i64::MIN);
+        assert!(s <= e);
+    }
+
+    #[test]
+    fn sliding_assignment_counts() {
+        assert_eq!(
+            sliding_windows(12, 30, 10),
+            vec![(-10, 20), (0, 30), (10, 40)]
+        );
+        assert_eq!(sliding_windows(10, 30, 10), vec![(-10, 20), (0, 30), (10, 40)]);
+        assert_eq!(sliding_windows(-1, 30, 10), vec![(-30, 0), (-20, 10), (-10, 20)]);
+        for ts in -100..100 {
+            assert_eq!(sliding_windows(ts, 60, 15).len(), 4);
+            assert_eq!(sliding_windows(ts, 10, 10), vec![tumbling_window(ts, 10, 0)]);
+            for (s, e) in sliding_windows(ts, 60, 15) {
+                assert!(s <= ts && ts < e && s.rem_euclid(15) == 0 && e - s == 60);
+            }
+        }
+        // Size not a multiple of slide still yields exactly the windows holding ts.
+        assert_eq!(sliding_windows(5, 25, 10), vec![(-10, 15), (0, 25)]);
+        assert_eq!(sliding_windows(i64::MIN, 30, 10).len(), 3);
+        assert_eq!(sliding_windows(i64::MAX, 30, 10).len(), 3);
+    }
+
+    #[test]
+    fn live_starts_skip_dead_prefix() {
+        let a = Assigner::Sliding { size: 30, slide: 10 };
+        // Windows of ts=25: [0,30) [10,40) [20,50). At wm=35, L=0: [0,30) is dead.
+        assert_eq!(a.live_starts(25, 35, 0), (10, 20, 10));
+        // With lateness 10, [0,30) lives while wm < 40.
+        assert_eq!(a.live_starts(25, 35, 10), (0, 20, 10));
+        let (f, l, _) = a.live_starts(25, 50, 0);
+        assert!(f > l);
+        let t = Assigner::Tumbling { size: 10, offset: 0 };
+        assert_eq!(t.live_starts(5, 9, 0), (0, 0, 1));
+        let (f, l, _) = t.live_starts(5, 10, 0);
+        assert!(f > l);
+    }
+}

@@ -1,0 +1,250 @@
+//! Event-time window operators (`pipeline-spec.md`, "Event time, watermarks, firing").
+//!
+//! One generic operator per window kind family, monomorphized over the generated key
+//! struct `K` and accumulator struct `A`. State is organised so that firing and purging
+//! cost no scan over all keys: timers are kept ordered by time.
+//!
+//! - [`fixed`]: tumbling and sliding windows (window bounds are a function of the
+//!   event time alone). Timers: `BTreeMap<time, Vec<K>>` buckets.
+//! - [`session`]: merging session windows. Timers: `BTreeSet<(time, K)>` with exactly
+//!   one entry per key that holds state (its next action time).
+//!
+//! Architecture invariants (checked by `tests/window_model.rs`):
+//! - every held window with `end <= watermark` has fired (revision 0 at least);
+//! - every held window has a pending timer at its next action time (`end` until it
+//!   fires, `end + allowed_lateness` after), so nothing leaks: after
+//!   `advance(WATERMARK_MAX)` no window, key or timer is left;
+//! - the key map is looked up by `&K`; a key is cloned only when state or a timer is
+//!   created for it, and once per emission.
+
+mod fixed;
+mod session;
+
+pub use fixed::{sliding_windows, tumbling_window};
+
+use serde::{Deserialize, Serialize};
+
+use fixed::FixedWindows;
+use session::Sessions;
+
+/// What kind of window, in epoch milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WindowKind {
+    /// `[start, start + size)` with `start = ts - ((ts - offset) mod size)`.
+    Tumbling { size: i64, offset: i64 },
+    /// Every `[s, s + size)` with `s ≡ 0 (mod slide)` and `s <= ts < s + size`.
+    Sliding { size: i64, slide: i64 },
+    /// Each event opens `[ts, ts + gap)`; windows of one key that overlap or touch merge.
+    Session { gap: i64 },
+}
+
+/// A window step of a flow: the kind and its allowed lateness (ms, default 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSpec {
+    pub kind: WindowKind,
+    pub allowed_lateness: i64,
+}
+
+impl WindowSpec {
+    /// The spec the operator actually runs: sizes, slides and gaps below 1 ms are
+    /// raised to 1 ms and a negative lateness to 0 (the compiler rejects such specs;
+    /// this only keeps the runtime total).
+    pub fn normalized(self) -> WindowSpec {
+        let kind = match self.kind {
+            WindowKind::Tumbling { size, offset } => WindowKind::Tumbling {
+                size: size.max(1),
+                offset,
+            },
+            WindowKind::Sliding { size, slide } => WindowKind::Sliding {
+                size: size.max(1),
+                slide: slide.max(1),
+            },
+            WindowKind::Session { gap } => WindowKind::Session { gap: gap.max(1) },
+        };
+        WindowSpec {
+            kind,
+            allowed_lateness: self.allowed_lateness.max(0),
+        }
+    }
+}
+
+/// An accumulator struct (generated: one per `aggregate` block, plain fields).
+pub trait Aggregator: Default {
+    /// The aggregate values of one firing.
+    type Output;
+    /// Merge `other` into `self` (session windows).
+    fn merge(&mut self, other: Self);
+    /// The aggregate values for the current contents (called at every firing).
+    fn output(&self) -> Self::Output;
+}
+
+/// One window result to emit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Emission<K, O> {
+    pub key: K,
+    /// Window bounds `[start, end)`, epoch millis.
+    pub start: i64,
+    pub end: i64,
+    /// 0 for the first firing of a window, then +1 for each re-firing.
+    pub revision: u32,
+    /// True for a session window absorbed by a merge after it had fired: `out` and
+    /// `revision` repeat its last emission, and readers must drop the row.
+    pub retracted: bool,
+    pub out: O,
+}
+
+/// Window operator for all three kinds. `K` is the key (use `()` for a global window).
+///
+/// All state is plain data (`Serialize`/`Deserialize` when `K` and `A` are), so a
+/// checkpoint can snapshot and restore it as is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "K: Serialize, A: Serialize",
+    deserialize = "K: Deserialize<'de> + std::hash::Hash + Eq + Ord, A: Deserialize<'de>"
+))]
+pub struct WindowOperator<K, A> {
+    spec: WindowSpec,
+    watermark: i64,
+    state: State<K, A>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "K: Serialize, A: Serialize",
+    deserialize = "K: Deserialize<'de> + std::hash::Hash + Eq + Ord, A: Deserialize<'de>"
+))]
+enum State<K, A> {
+    Fixed(FixedWindows<K, A>),
+    Session(Sessions<K, A>),
+}
+
+impl<K, A> WindowOperator<K, A>
+where
+    K: std::hash::Hash + Eq + Ord + Clone,
+    A: Aggregator,
+{
+    /// A new operator with no state and the watermark at `WATERMARK_MIN`. The spec is
+    /// [normalized](WindowSpec::normalized).
+    pub fn new(spec: WindowSpec) -> Self {
+        let spec = spec.normalized();
+        let lateness = spec.allowed_lateness;
+        let state = match spec.kind {
+            WindowKind::Tumbling { size, offset } => {
+                State::Fixed(FixedWindows::new(fixed::Assigner::Tumbling { size, offset }, lateness))
+            }
+            WindowKind::Sliding { size, slide } => {
+                State::Fixed(FixedWindows::new(fixed::Assigner::Sliding { size, slide }, lateness))
+            }
+            WindowKind::Session { gap } => State::Session(Sessions::new(gap, lateness)),
+        };
+        WindowOperator {
+            spec,
+            watermark: crate::WATERMARK_MIN,
+            state,
+        }
+    }
+
+    /// The (normalized) spec this operator runs.
+    pub fn spec(&self) -> WindowSpec {
+        self.spec
+    }
+
+    /// The watermark the operator has seen (WATERMARK_MIN initially).
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// Adds one event with event time `ts` for `key`, judged against the current
+    /// watermark. `update` is called once per live window the event belongs to, with
+    /// that window's accumulator. Windows that had already fired and are updated fire
+    /// again at once (next revision) into `out`; session merges push retractions into
+    /// `out`. Returns false, touching nothing, when the event is too late.
+    pub fn process(
+        &mut self,
+        key: &K,
+        ts: i64,
+        update: impl FnMut(&mut A),
+        out: &mut Vec<Emission<K, A::Output>>,
+    ) -> bool {
+        match &mut self.state {
+            State::Fixed(f) => f.process(self.watermark, key, ts, update, out),
+            State::Session(s) => s.process(self.watermark, key, ts, update, out),
+        }
+    }
+
+    /// Advances the watermark to `wm` (ignored if not greater than the current one):
+    /// fires every window with `end <= wm` in order of `end`, purges every window with
+    /// `end + allowed_lateness <= wm`.
+    ///
+    /// Windows with the same `end` fire in order of key (then start), so the output is
+    /// a function of the input alone.
+    pub fn advance(&mut self, wm: i64, out: &mut Vec<Emission<K, A::Output>>) {
+        if wm <= self.watermark {
+            return;
+        }
+        self.watermark = wm;
+        match &mut self.state {
+            State::Fixed(f) => f.advance(wm, out),
+            State::Session(s) => s.advance(wm, out),
+        }
+    }
+
+    /// Number of windows whose state is held (for tests and metrics).
+    pub fn live_windows(&self) -> usize {
+        match &self.state {
+            State::Fixed(f) => f.live_windows(),
+            State::Session(s) => s.live_windows(),
+        }
+    }
+
+    /// Number of keys that hold at least one window (for tests and metrics).
+    pub fn live_keys(&self) -> usize {
+        match &self.state {
+            State::Fixed(f) => f.live_keys(),
+            State::Session(s) => s.live_keys(),
+        }
+    }
+
+    /// Number of pending timer entries (for tests: 0 once everything is purged).
+    pub fn pending_timers(&self) -> usize {
+        match &self.state {
+            State::Fixed(f) => f.pending_timers(),
+            State::Session(s) => s.pending_timers(),
+        }
+    }
+}
+
+/// Key maps are serialized as a sequence of `(key, value)` pairs, so any key type works
+/// with any format (JSON objects only allow string keys).
+mod map_as_seq {
+    use hashbrown::HashMap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::hash::Hash;
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &HashMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<HashMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Hash + Eq,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        let pairs = Vec::<(K, V)>::deserialize(d)?;
+        Ok(pairs.into_iter().collect())
+    }
+}
+
+/// Shrinks a key map that emptied out after a burst, so memory follows live state.
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut hashbrown::HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() * 8 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
+#[cfg(test)]
+mod tests;

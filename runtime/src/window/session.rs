@@ -1,0 +1,305 @@
+//! Session windows with Flink's merging semantics.
+//!
+//! State: per key the sessions, sorted by start, pairwise neither overlapping nor
+//! touching (touching ones are merged), plus the key's next action time; timers in a
+//! `BTreeSet<(time, K)>` holding exactly one entry per key with state, at that time.
+//! A session's action time is its `end` until it fires, `end + allowed_lateness` after.
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+use hashbrown::HashMap;
+use hashbrown::hash_map::RawEntryMut;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use super::{Aggregator, Emission};
+
+/// One session's state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Win<A> {
+    start: i64,
+    end: i64,
+    /// The revision of the next firing; 0 = never fired.
+    next_rev: u32,
+    acc: A,
+}
+
+impl<A> Win<A> {
+    /// When this session next needs the watermark: firing, then purging.
+    fn action_at(&self, lateness: i64) -> i64 {
+        if self.next_rev == 0 {
+            self.end
+        } else {
+            self.end.saturating_add(lateness)
+        }
+    }
+}
+
+/// The sessions of one key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct KeySessions<A> {
+    /// The key's entry in the timer set: the least action time of its sessions.
+    timer: i64,
+    wins: SmallVec<[Win<A>; 1]>,
+}
+
+impl<A> KeySessions<A> {
+    fn next_action(&self, lateness: i64) -> i64 {
+        self.wins
+            .iter()
+            .map(|w| w.action_at(lateness))
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+}
+
+/// A timer entry, ordered by time, then key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct Timer<K> {
+    at: i64,
+    key: K,
+}
+
+/// Lets the timer set be searched by `(time, &K)` without cloning the key.
+trait TimerKey<K> {
+    fn parts(&self) -> (i64, &K);
+}
+
+impl<K> TimerKey<K> for Timer<K> {
+    fn parts(&self) -> (i64, &K) {
+        (self.at, &self.key)
+    }
+}
+
+struct TimerProbe<'a, K> {
+    at: i64,
+    key: &'a K,
+}
+
+impl<K> TimerKey<K> for TimerProbe<'_, K> {
+    fn parts(&self) -> (i64, &K) {
+        (self.at, self.key)
+    }
+}
+
+impl<'a, K: 'a> Borrow<dyn TimerKey<K> + 'a> for Timer<K> {
+    fn borrow(&self) -> &(dyn TimerKey<K> + 'a) {
+        self
+    }
+}
+
+impl<K: Ord> Ord for dyn TimerKey<K> + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+impl<K: Ord> PartialOrd for dyn TimerKey<K> + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<K: Ord> PartialEq for dyn TimerKey<K> + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl<K: Ord> Eq for dyn TimerKey<K> + '_ {}
+
+/// Session windows of every key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "K: Serialize, A: Serialize",
+    deserialize = "K: Deserialize<'de> + std::hash::Hash + Eq + Ord, A: Deserialize<'de>"
+))]
+pub(super) struct Sessions<K, A> {
+    gap: i64,
+    lateness: i64,
+    #[serde(with = "super::map_as_seq")]
+    keys: HashMap<K, KeySessions<A>>,
+    timers: BTreeSet<Timer<K>>,
+    live: usize,
+}
+
+impl<K, A> Sessions<K, A>
+where
+    K: std::hash::Hash + Eq + Ord + Clone,
+    A: Aggregator,
+{
+    pub(super) fn new(gap: i64, lateness: i64) -> Self {
+        Sessions {
+            gap,
+            lateness,
+            keys: HashMap::new(),
+            timers: BTreeSet::new(),
+            live: 0,
+        }
+    }
+
+    pub(super) fn live_windows(&self) -> usize {
+        self.live
+    }
+
+    pub(super) fn live_keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub(super) fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    pub(super) fn process(
+        &mut self,
+        wm: i64,
+        key: &K,
+        ts: i64,
+        mut update: impl FnMut(&mut A),
+        out: &mut Vec<Emission<K, A::Output>>,
+    ) -> bool {
+        let lateness = self.lateness;
+        let (start, end) = (ts, ts.saturating_add(self.gap));
+        let (ks, old_timer) = match self.keys.raw_entry_mut().from_key(key) {
+            RawEntryMut::Occupied(o) => {
+                let ks = o.into_mut();
+                let timer = ks.timer;
+                (ks, Some(timer))
+            }
+            RawEntryMut::Vacant(v) => {
+                if end.saturating_add(lateness) <= wm {
+                    return false;
+                }
+                let ks = KeySessions {
+                    timer: i64::MAX,
+                    wins: SmallVec::new(),
+                };
+                (v.insert(key.clone(), ks).1, None)
+            }
+        };
+        // Sessions are sorted and pairwise apart, so the ones touching [start, end)
+        // are the run i..j (and the cover of the run touches no other session).
+        let i = ks.wins.partition_point(|w| w.end < start);
+        let j = i + ks.wins[i..].partition_point(|w| w.start <= end);
+        if i == j && end.saturating_add(lateness) <= wm {
+            // Touches no session and is dead on arrival. (The key exists: a vacant
+            // key was judged above.)
+            return false;
+        }
+        if j == i + 1 && ks.wins[i].start <= start && end <= ks.wins[i].end {
+            // Inside one session: update in place; re-fire at once if it has fired.
+            let w = &mut ks.wins[i];
+            update(&mut w.acc);
+            if w.end <= wm {
+                out.push(Emission {
+                    key: key.clone(),
+                    start: w.start,
+                    end: w.end,
+                    revision: w.next_rev,
+                    retracted: false,
+                    out: w.acc.output(),
+                });
+                w.next_rev = w.next_rev.saturating_add(1);
+            }
+            return true;
+        }
+        let (mut cstart, mut cend) = (start, end);
+        if i < j {
+            cstart = cstart.min(ks.wins[i].start);
+            cend = cend.max(ks.wins[j - 1].end);
+        }
+        let mut acc: Option<A> = None;
+        let mut next_rev = 0u32;
+        for w in ks.wins.drain(i..j) {
+            if w.next_rev > 0 && (w.start, w.end) != (cstart, cend) {
+                out.push(Emission {
+                    key: key.clone(),
+                    start: w.start,
+                    end: w.end,
+                    revision: w.next_rev - 1,
+                    retracted: true,
+                    out: w.acc.output(),
+                });
+            }
+            next_rev = next_rev.max(w.next_rev);
+            match &mut acc {
+                Some(a) => a.merge(w.acc),
+                None => acc = Some(w.acc),
+            }
+        }
+        self.live -= j - i;
+        let mut acc = acc.unwrap_or_default();
+        update(&mut acc);
+        let mut win = Win {
+            start: cstart,
+            end: cend,
+            next_rev,
+            acc,
+        };
+        if cend <= wm {
+            out.push(Emission {
+                key: key.clone(),
+                start: cstart,
+                end: cend,
+                revision: win.next_rev,
+                retracted: false,
+                out: win.acc.output(),
+            });
+            win.next_rev = win.next_rev.saturating_add(1);
+        }
+        ks.wins.insert(i, win);
+        self.live += 1;
+        let new_timer = ks.next_action(lateness);
+        ks.timer = new_timer;
+        if old_timer != Some(new_timer) {
+            let owned = old_timer
+                .and_then(|at| {
+                    let probe = TimerProbe { at, key };
+                    self.timers.take(&probe as &dyn TimerKey<K>)
+                })
+                .map(|t| t.key)
+                .unwrap_or_else(|| key.clone());
+            self.timers.insert(Timer {
+                at: new_timer,
+                key: owned,
+            });
+        }
+        true
+    }
+
+    pub(super) fn advance(&mut self, wm: i64, out: &mut Vec<Emission<K, A::Output>>) {
+        let lateness = self.lateness;
+        while self.timers.first().is_some_and(|t| t.at <= wm) {
+            let Some(Timer { at: t, key }) = self.timers.pop_first() else {
+                break;
+            };
+            let Some(ks) = self.keys.get_mut(&key) else {
+                continue;
+            };
+            // `t` is the least action time of the key, so at most the one session
+            // ending at `t` fires (sessions of a key have distinct ends).
+            for w in ks.wins.iter_mut() {
+                if w.next_rev == 0 && w.end <= t {
+                    out.push(Emission {
+                        key: key.clone(),
+                        start: w.start,
+                        end: w.end,
+                        revision: 0,
+                        retracted: false,
+                        out: w.acc.output(),
+                    });
+                    w.next_rev = 1;
+                }
+            }
+            let before = ks.wins.len();
+            ks.wins.retain(|w| w.end.saturating_add(lateness) > t);
+            self.live -= before - ks.wins.len();
+            if ks.wins.is_empty() {
+                self.keys.remove(&key);
+            } else {
+                ks.timer = ks.next_action(lateness);
+                self.timers.insert(Timer { at: ks.timer, key });
+            }
+        }
+        super::shrink_if_sparse(&mut self.keys);
+    }
+}

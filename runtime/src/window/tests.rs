@@ -1,0 +1,379 @@
+//! Operator-level unit tests: one scenario per rule of the spec.
+
+use super::*;
+use serde::{Deserialize, Serialize};
+
+/// Count and the sorted values of the window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Vals(Vec<i64>);
+
+impl Aggregator for Vals {
+    type Output = Vec<i64>;
+    fn merge(&mut self, other: Self) {
+        self.0.extend(other.0);
+    }
+    fn output(&self) -> Vec<i64> {
+        let mut v = self.0.clone();
+        v.sort_unstable();
+        v
+    }
+}
+
+type Op<K = u32> = WindowOperator<K, Vals>;
+type Out<K = u32> = Vec<Emission<K, Vec<i64>>>;
+
+fn op(kind: WindowKind, allowed_lateness: i64) -> Op {
+    WindowOperator::new(WindowSpec {
+        kind,
+        allowed_lateness,
+    })
+}
+
+fn tumbling(size: i64, offset: i64, l: i64) -> Op {
+    op(WindowKind::Tumbling { size, offset }, l)
+}
+
+fn session(gap: i64, l: i64) -> Op {
+    op(WindowKind::Session { gap }, l)
+}
+
+/// Processes event `ts` of key `k` (its value is `ts`); returns (accepted, emissions).
+fn ev(o: &mut Op, k: u32, ts: i64) -> (bool, Vec<(u32, i64, i64, u32, bool, Vec<i64>)>) {
+    let mut out = Out::new();
+    let ok = o.process(&k, ts, |a| a.0.push(ts), &mut out);
+    (ok, flat(out))
+}
+
+fn adv(o: &mut Op, wm: i64) -> Vec<(u32, i64, i64, u32, bool, Vec<i64>)> {
+    let mut out = Out::new();
+    o.advance(wm, &mut out);
+    flat(out)
+}
+
+fn flat(out: Out) -> Vec<(u32, i64, i64, u32, bool, Vec<i64>)> {
+    out.into_iter()
+        .map(|e| (e.key, e.start, e.end, e.revision, e.retracted, e.out))
+        .collect()
+}
+
+fn assert_empty(o: &Op) {
+    assert_eq!(o.live_windows(), 0);
+    assert_eq!(o.live_keys(), 0);
+    assert_eq!(o.pending_timers(), 0);
+}
+
+#[test]
+fn tumbling_fires_in_order_and_purges() {
+    let mut o = tumbling(10, 0, 0);
+    assert_eq!(o.watermark(), i64::MIN);
+    assert_eq!(ev(&mut o, 1, 1), (true, vec![]));
+    assert_eq!(ev(&mut o, 2, 12), (true, vec![]));
+    assert_eq!(ev(&mut o, 1, 5), (true, vec![]));
+    assert_eq!(ev(&mut o, 2, 3), (true, vec![]));
+    assert_eq!(o.live_windows(), 3);
+    assert_eq!(adv(&mut o, 9), vec![]);
+    assert_eq!(
+        adv(&mut o, 10),
+        vec![(1, 0, 10, 0, false, vec![1, 5]), (2, 0, 10, 0, false, vec![3])]
+    );
+    assert_eq!(o.live_windows(), 1);
+    // [0, 10) is gone: too late, nothing touched.
+    assert_eq!(ev(&mut o, 1, 9), (false, vec![]));
+    assert_eq!(adv(&mut o, 5), vec![]); // not greater: ignored
+    assert_eq!(o.watermark(), 10);
+    assert_eq!(adv(&mut o, i64::MAX), vec![(2, 10, 20, 0, false, vec![12])]);
+    assert_empty(&o);
+    assert_eq!(ev(&mut o, 1, 1000), (false, vec![]));
+}
+
+#[test]
+fn tumbling_with_offset() {
+    let mut o = tumbling(10, 3, 0);
+    ev(&mut o, 1, 2);
+    ev(&mut o, 1, 4);
+    ev(&mut o, 1, -8);
+    assert_eq!(
+        adv(&mut o, i64::MAX),
+        vec![
+            (1, -17, -7, 0, false, vec![-8]),
+            (1, -7, 3, 0, false, vec![2]),
+            (1, 3, 13, 0, false, vec![4]),
+        ]
+    );
+}
+
+#[test]
+fn allowed_lateness_refires_with_next_revision() {
+    let mut o = tumbling(10, 0, 5);
+    ev(&mut o, 1, 3);
+    assert_eq!(adv(&mut o, 10), vec![(1, 0, 10, 0, false, vec![3])]);
+    assert_eq!(o.live_windows(), 1); // kept until W >= 15
+    assert_eq!(
+        ev(&mut o, 1, 7),
+        (true, vec![(1, 0, 10, 1, false, vec![3, 7])])
+    );
+    assert_eq!(
+        ev(&mut o, 1, 0),
+        (true, vec![(1, 0, 10, 2, false, vec![0, 3, 7])])
+    );
+    assert_eq!(adv(&mut o, 14), vec![]);
+    assert_eq!(o.live_windows(), 1);
+    assert_eq!(adv(&mut o, 15), vec![]);
+    assert_empty(&o);
+    assert_eq!(ev(&mut o, 1, 9), (false, vec![]));
+}
+
+#[test]
+fn late_event_creating_a_kept_window_fires_it_at_once() {
+    let mut o = tumbling(10, 0, 10);
+    adv(&mut o, 15);
+    // [0, 10) never had state, but is within lateness: it fires at once, revision 0.
+    assert_eq!(ev(&mut o, 7, 4), (true, vec![(7, 0, 10, 0, false, vec![4])]));
+    assert_eq!(ev(&mut o, 7, 5), (true, vec![(7, 0, 10, 1, false, vec![4, 5])]));
+    assert_eq!(adv(&mut o, 19), vec![]);
+    assert_eq!(o.live_windows(), 1);
+    assert_eq!(adv(&mut o, 20), vec![]);
+    assert_empty(&o);
+}
+
+#[test]
+fn sliding_updates_only_live_windows() {
+    let mut o = op(WindowKind::Sliding { size: 20, slide: 10 }, 0);
+    ev(&mut o, 1, 15); // [0,20) and [10,30)
+    assert_eq!(o.live_windows(), 2);
+    assert_eq!(adv(&mut o, 20), vec![(1, 0, 20, 0, false, vec![15])]);
+    // [0,20) is dead, [10,30) is live: accepted, nothing re-fires.
+    assert_eq!(ev(&mut o, 1, 12), (true, vec![]));
+    assert_eq!(ev(&mut o, 1, 25), (true, vec![]));
+    assert_eq!(
+        adv(&mut o, i64::MAX),
+        vec![
+            (1, 10, 30, 0, false, vec![12, 15, 25]),
+            (1, 20, 40, 0, false, vec![25]),
+        ]
+    );
+    assert_empty(&o);
+}
+
+#[test]
+fn sliding_late_event_refires_every_kept_window_in_order() {
+    let mut o = op(WindowKind::Sliding { size: 30, slide: 10 }, 100);
+    ev(&mut o, 1, 25);
+    adv(&mut o, 60);
+    assert_eq!(
+        ev(&mut o, 1, 21),
+        (
+            true,
+            vec![
+                (1, 0, 30, 1, false, vec![21, 25]),
+                (1, 10, 40, 1, false, vec![21, 25]),
+                (1, 20, 50, 1, false, vec![21, 25]),
+            ]
+        )
+    );
+    adv(&mut o, i64::MAX);
+    assert_empty(&o);
+}
+
+#[test]
+fn session_touching_windows_merge() {
+    let mut o = session(10, 0);
+    ev(&mut o, 1, 0); // [0,10)
+    ev(&mut o, 1, 10); // [10,20) touches [0,10)
+    assert_eq!(o.live_windows(), 1);
+    ev(&mut o, 1, 31); // [31,41): apart
+    ev(&mut o, 2, 5); // other key: never merges with key 1
+    assert_eq!(o.live_windows(), 3);
+    assert_eq!(
+        adv(&mut o, i64::MAX),
+        vec![
+            (2, 5, 15, 0, false, vec![5]),
+            (1, 0, 20, 0, false, vec![0, 10]),
+            (1, 31, 41, 0, false, vec![31]),
+        ]
+    );
+    assert_empty(&o);
+}
+
+#[test]
+fn session_transitive_merge() {
+    let mut o = session(10, 0);
+    ev(&mut o, 1, 0); // [0,10)
+    ev(&mut o, 1, 20); // [20,30)
+    ev(&mut o, 1, 40); // [40,50)
+    assert_eq!(o.live_windows(), 3);
+    ev(&mut o, 1, 10); // [10,20) touches [0,10) and [20,30)
+    assert_eq!(o.live_windows(), 2);
+    ev(&mut o, 1, 30); // [30,40) touches [0,30) and [40,50)
+    assert_eq!(o.live_windows(), 1);
+    assert_eq!(
+        adv(&mut o, i64::MAX),
+        vec![(1, 0, 50, 0, false, vec![0, 10, 20, 30, 40])]
+    );
+}
+
+#[test]
+fn session_event_inside_a_session_is_never_too_late_while_it_lives() {
+    let mut o = session(10, 0);
+    ev(&mut o, 1, 0);
+    ev(&mut o, 1, 10); // [0,20)
+    adv(&mut o, 15);
+    // [2,12) alone would be dead (12 <= 15) but it touches the live [0,20).
+    assert_eq!(ev(&mut o, 1, 2), (true, vec![]));
+    // [1,5) with gap 10 = [1,11): same.
+    assert_eq!(ev(&mut o, 1, 1), (true, vec![]));
+    // Another key, same time: nothing to touch, too late.
+    assert_eq!(ev(&mut o, 2, 2), (false, vec![]));
+    assert_eq!(o.live_keys(), 1);
+    assert_eq!(adv(&mut o, 20), vec![(1, 0, 20, 0, false, vec![0, 1, 2, 10])]);
+    assert_empty(&o);
+}
+
+#[test]
+fn session_merge_after_firing_retracts() {
+    let mut o = session(10, 10);
+    ev(&mut o, 1, 0);
+    assert_eq!(adv(&mut o, 10), vec![(1, 0, 10, 0, false, vec![0])]);
+    // In place: [3,13) is not inside [0,10), so this is a merge into [0,13).
+    // The absorbed, fired [0,10) is retracted; [0,13) is not due yet.
+    assert_eq!(
+        ev(&mut o, 1, 3),
+        (true, vec![(1, 0, 10, 0, true, vec![0])])
+    );
+    assert_eq!(adv(&mut o, 12), vec![]);
+    assert_eq!(adv(&mut o, 13), vec![(1, 0, 13, 1, false, vec![0, 3])]);
+    // Inside [0,13): updated in place, re-fires at once.
+    assert_eq!(
+        ev(&mut o, 1, 1),
+        (true, vec![(1, 0, 13, 2, false, vec![0, 1, 3])])
+    );
+    assert_eq!(adv(&mut o, 22), vec![]);
+    assert_eq!(o.live_windows(), 1);
+    assert_eq!(adv(&mut o, 23), vec![]);
+    assert_empty(&o);
+}
+
+#[test]
+fn session_merge_of_fired_windows_fires_at_once() {
+    let mut o = session(10, 100);
+    ev(&mut o, 1, 0); // [0,10)
+    ev(&mut o, 1, 20); // [20,30)
+    assert_eq!(
+        adv(&mut o, 30),
+        vec![(1, 0, 10, 0, false, vec![0]), (1, 20, 30, 0, false, vec![20])]
+    );
+    ev(&mut o, 1, 25); // in place: [20,30) revision 1
+    // [10,20) bridges both: retract both (last revisions 0 and 1), fire [0,30) at
+    // once with revision 1 + max(0, 1) = 2.
+    assert_eq!(
+        ev(&mut o, 1, 10),
+        (
+            true,
+            vec![
+                (1, 0, 10, 0, true, vec![0]),
+                (1, 20, 30, 1, true, vec![20, 25]),
+                (1, 0, 30, 2, false, vec![0, 10, 20, 25]),
+            ]
+        )
+    );
+    assert_eq!(o.live_windows(), 1);
+    adv(&mut o, i64::MAX);
+    assert_empty(&o);
+}
+
+#[test]
+fn session_new_late_session_within_lateness_fires_at_once() {
+    let mut o = session(10, 10);
+    adv(&mut o, 100);
+    assert_eq!(ev(&mut o, 1, 85), (false, vec![])); // 85 + 10 + 10 <= 100
+    assert_eq!(ev(&mut o, 1, 86), (true, vec![(1, 86, 96, 0, false, vec![86])]));
+    assert_eq!(o.pending_timers(), 1);
+    assert_eq!(adv(&mut o, 106), vec![]);
+    assert_empty(&o);
+}
+
+#[test]
+fn global_window_with_unit_key() {
+    let mut o: Op<()> = WindowOperator::new(WindowSpec {
+        kind: WindowKind::Tumbling {
+            size: 10,
+            offset: 0,
+        },
+        allowed_lateness: 0,
+    });
+    let mut out = Vec::new();
+    for ts in [1, 2, 11] {
+        assert!(o.process(&(), ts, |a| a.0.push(ts), &mut out));
+    }
+    o.advance(i64::MAX, &mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].out, vec![1, 2]);
+    assert_eq!(o.live_windows(), 0);
+}
+
+#[test]
+fn extreme_times_and_sizes_do_not_panic() {
+    let kinds = [
+        WindowKind::Tumbling {
+            size: 60_000,
+            offset: 0,
+        },
+        WindowKind::Tumbling {
+            size: i64::MAX,
+            offset: i64::MIN,
+        },
+        WindowKind::Tumbling { size: 0, offset: 5 },
+        WindowKind::Sliding { size: 30, slide: 10 },
+        WindowKind::Sliding { size: -3, slide: 0 },
+        WindowKind::Session { gap: 10 },
+        WindowKind::Session { gap: i64::MAX },
+        WindowKind::Session { gap: -1 },
+    ];
+    let times = [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX];
+    for kind in kinds {
+        for l in [0, 7, i64::MAX, -5] {
+            let mut o = op(kind, l);
+            let mut out = Out::new();
+            for &ts in &times {
+                o.process(&1, ts, |a| a.0.push(0), &mut out);
+                o.process(&2, ts, |a| a.0.push(0), &mut out);
+                o.advance(ts.saturating_sub(1), &mut out);
+                o.process(&1, ts, |a| a.0.push(0), &mut out);
+            }
+            o.advance(i64::MAX - 1, &mut out);
+            o.advance(i64::MAX, &mut out);
+            assert_empty(&o);
+            for e in &out {
+                assert!(e.start <= e.end, "{kind:?} {e:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn state_round_trips_through_serde() {
+    let mut a = session(10, 5);
+    let mut script = Vec::new();
+    for i in 0..40i64 {
+        script.push((u32::try_from(i % 3).unwrap_or(0), (i * 7) % 50));
+    }
+    let (first, second) = script.split_at(20);
+    for &(k, ts) in first {
+        ev(&mut a, k, ts);
+        adv(&mut a, ts - 8);
+    }
+    let json = serde_json::to_string(&a).expect("serialize");
+    let mut b: Op = serde_json::from_str(&json).expect("deserialize");
+    assert_eq!(b.live_windows(), a.live_windows());
+    for &(k, ts) in second {
+        assert_eq!(ev(&mut a, k, ts), ev(&mut b, k, ts));
+        assert_eq!(adv(&mut a, ts - 8), adv(&mut b, ts - 8));
+    }
+    assert_eq!(adv(&mut a, i64::MAX), adv(&mut b, i64::MAX));
+    assert_empty(&b);
+    let mut f = tumbling(10, 0, 3);
+    ev(&mut f, 1, 5);
+    let json = serde_json::to_string(&f).expect("serialize");
+    let mut g: Op = serde_json::from_str(&json).expect("deserialize");
+    assert_eq!(adv(&mut f, i64::MAX), adv(&mut g, i64::MAX));
+}
