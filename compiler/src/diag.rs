@@ -246,6 +246,11 @@ pub fn render(d: &Diagnostics, color: bool) -> String {
     render_diagnostic(d, color)
 }
 
+/// Renders one diagnostic (such as a warning of `Checked::warnings`).
+pub fn render_one(d: &Diagnostic, color: bool) -> String {
+    render_diagnostic(d, color)
+}
+
 /// Renders any miette diagnostic (e.g. one warning) the same way as [`render`].
 pub fn render_diagnostic(d: &dyn miette::Diagnostic, color: bool) -> String {
     let theme = if color {

@@ -11,8 +11,8 @@
 //! Architecture invariant: every flow appears in exactly one stage, after its input.
 
 use crate::plan::{
-    AggFn, BinOp, Func, Input, Lit, Plan, RowStep, SinkKind, SourceKind, TExpr, TExprKind,
-    UnOp, WindowKind,
+    AggFn, BinOp, Func, Input, Lit, Plan, RowStep, SinkKind, SourceKind, TExpr, TExprKind, UnOp,
+    WindowKind,
 };
 use std::fmt::{self, Write};
 
@@ -132,7 +132,14 @@ fn write_logical(plan: &Plan, o: &mut String) -> fmt::Result {
         let fields: Vec<String> = s
             .schema
             .iter()
-            .map(|f| format!("{}: {}{}", f.name, f.ty.name(), if f.nullable { "?" } else { "" }))
+            .map(|f| {
+                format!(
+                    "{}: {}{}",
+                    f.name,
+                    f.ty.name(),
+                    if f.nullable { "?" } else { "" }
+                )
+            })
             .collect();
         writeln!(o, "  source {} ({kind})", s.name)?;
         writeln!(o, "    schema {{{}}}", fields.join(", "))?;
@@ -288,7 +295,12 @@ fn sink_kind(k: &SinkKind) -> String {
 
 /// A duration in the spec's own notation.
 pub fn dur(ms: i64) -> String {
-    const UNITS: [(i64, &str); 4] = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")];
+    const UNITS: [(i64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ];
     if ms == 0 {
         return "0s".into();
     }
@@ -364,8 +376,14 @@ impl fmt::Display for ExprDisplay<'_> {
                 };
                 write!(f, "({} {op} {})", sub(lhs), sub(rhs))
             }
-            TExprKind::Unary { op: UnOp::Not, expr } => write!(f, "NOT {}", sub(expr)),
-            TExprKind::Unary { op: UnOp::Neg, expr } => write!(f, "-{}", sub(expr)),
+            TExprKind::Unary {
+                op: UnOp::Not,
+                expr,
+            } => write!(f, "NOT {}", sub(expr)),
+            TExprKind::Unary {
+                op: UnOp::Neg,
+                expr,
+            } => write!(f, "-{}", sub(expr)),
             TExprKind::Cast { expr, to } => write!(f, "CAST({} AS {})", sub(expr), to.name()),
             TExprKind::IsNull { expr, negated } => write!(
                 f,

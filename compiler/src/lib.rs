@@ -5,10 +5,10 @@
 //! `plan::Plan` → `ir` (logical DAG and fusion) → `codegen` (Rust crate) → `build`
 //! (cargo, shared target directory) → native binary.
 
-pub mod plan;
 pub mod build;
-pub mod codegen;
-pub mod ir;
 pub mod check;
+pub mod codegen;
 pub mod diag;
+pub mod ir;
+pub mod plan;
 pub mod spec;

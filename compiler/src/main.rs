@@ -10,7 +10,11 @@ use streamc::build::{self, BuildOptions};
 use streamc::check::{self, Checked};
 
 #[derive(Parser)]
-#[command(name = "streamc", version, about = "A dataflow compiler for streaming analytics")]
+#[command(
+    name = "streamc",
+    version,
+    about = "A dataflow compiler for streaming analytics"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

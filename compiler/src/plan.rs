@@ -101,7 +101,9 @@ pub enum SourceKind {
         properties: Vec<(String, String)>,
     },
     /// JSON lines, bounded. Absolute path.
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+    },
     Datagen(DatagenPlan),
 }
 
@@ -141,12 +143,20 @@ pub struct SinkPlan {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum SinkKind {
-    Kafka { topic: String, properties: Vec<(String, String)> },
+    Kafka {
+        topic: String,
+        properties: Vec<(String, String)>,
+    },
     /// JSON lines. Absolute path.
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+    },
     Stdout,
     /// Redis sink (its own issue): key template and optional pub/sub channel.
-    Redis { key: String, channel: Option<String> },
+    Redis {
+        key: String,
+        channel: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug)]

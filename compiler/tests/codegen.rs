@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn specs() -> Vec<PathBuf> {
@@ -19,8 +22,10 @@ fn specs() -> Vec<PathBuf> {
 }
 
 fn redact(s: &str) -> String {
-    s.replace(&root().display().to_string(), "[ROOT]")
-        .replace(&streamc::build::runtime_dir().display().to_string(), "[ROOT]/runtime")
+    s.replace(&root().display().to_string(), "[ROOT]").replace(
+        &streamc::build::runtime_dir().display().to_string(),
+        "[ROOT]/runtime",
+    )
 }
 
 #[test]
@@ -33,12 +38,18 @@ fn every_pipeline_checks_and_generates() {
             Ok(c) => c,
             Err(d) => panic!("{name}: {}", streamc::diag::render(&d, false)),
         };
-        insta::assert_snapshot!(format!("explain_{name}"), redact(&streamc::ir::explain(&checked.plan)));
+        insta::assert_snapshot!(
+            format!("explain_{name}"),
+            redact(&streamc::ir::explain(&checked.plan))
+        );
         match streamc::codegen::generate_main(&checked.plan) {
             Ok(code) => insta::assert_snapshot!(format!("generated_{name}"), redact(&code)),
             Err(streamc::codegen::CodegenError::Unsupported(msg)) => {
                 // Only the specs that need the Kafka/Redis issues.
-                assert!(msg.contains("Kafka") || msg.contains("Redis"), "{name}: {msg}");
+                assert!(
+                    msg.contains("Kafka") || msg.contains("Redis"),
+                    "{name}: {msg}"
+                );
             }
             Err(e) => panic!("{name}: {e}"),
         }

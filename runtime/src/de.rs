@@ -85,8 +85,8 @@ mod tests {
         let e: Ev =
             serde_json::from_str(r#"{"ts": "1970-01-01T00:00:01.5Z", "at": null}"#).unwrap();
         assert_eq!((e.ts, e.at), (1500, None));
-        let e: Ev = serde_json::from_str(r#"{"ts": "2024-01-01T01:00:00+01:00", "at": 7}"#)
-            .unwrap();
+        let e: Ev =
+            serde_json::from_str(r#"{"ts": "2024-01-01T01:00:00+01:00", "at": 7}"#).unwrap();
         assert_eq!((e.ts, e.at), (1_704_067_200_000, Some(7)));
         assert!(serde_json::from_str::<Ev>(r#"{"ts": "yesterday"}"#).is_err());
         assert!(serde_json::from_str::<Ev>(r#"{"ts": null}"#).is_err());

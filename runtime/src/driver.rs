@@ -33,8 +33,11 @@ use crate::watermark::WatermarkTracker;
 /// One input record as it arrived.
 #[derive(Clone, Copy, Debug)]
 pub struct Record<'a> {
+    /// Partition of the source (0 for `file` and `datagen`).
     pub partition: u32,
+    /// Position in the partition (`file`: 0-based line number; `datagen`: event index).
     pub offset: u64,
+    /// The raw bytes (a JSON line without its newline).
     pub payload: &'a [u8],
 }
 
@@ -54,7 +57,9 @@ pub trait Pipeline {
 /// What the generated `main` tells the driver about the job.
 #[derive(Clone, Debug)]
 pub struct JobSpec {
+    /// The pipeline's name (also the binary's).
     pub name: &'static str,
+    /// Sources, indexed as in the plan (`src` of `Pipeline` calls).
     pub sources: Vec<SourceSpec>,
     /// Output sinks, indexed as in the plan.
     pub sinks: Vec<SinkSpec>,
@@ -70,21 +75,36 @@ pub enum Error {
     /// Bad command line (exit code 2).
     #[error("{0}")]
     Usage(String),
+    /// A source could not be opened or read.
     #[error("source `{name}`: {source}")]
     Source {
+        /// The source's name.
         name: &'static str,
+        /// What went wrong.
         source: SourceError,
     },
     /// `sink` names the sink (or the dead-letter output) and where it writes.
     #[error("{sink}: {source}")]
-    Sink { sink: String, source: SinkError },
+    Sink {
+        /// For example ``sink `out` (file /tmp/out.jsonl)``.
+        sink: String,
+        /// What went wrong.
+        source: SinkError,
+    },
     /// A row the generated code emitted could not be serialized (a streamc bug).
     #[error("cannot serialize a row: {0}")]
     Serialize(#[source] serde_json::Error),
+    /// The SIGTERM/SIGINT handlers could not be installed.
     #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
     Signal(#[source] io::Error),
+    /// `--metrics-addr` could not be bound.
     #[error("cannot serve metrics on {addr}: {source}")]
-    Metrics { addr: SocketAddr, source: io::Error },
+    Metrics {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why binding it failed.
+        source: io::Error,
+    },
 }
 
 impl Error {
@@ -113,10 +133,13 @@ pub enum Stop {
 /// The outcome of a job that ran.
 #[derive(Clone, Debug)]
 pub struct Summary {
+    /// The job's name.
     pub job: &'static str,
+    /// Why it stopped.
     pub stop: Stop,
     /// Final counters.
     pub metrics: Metrics,
+    /// Wall-clock time from start to the sinks' close.
     pub elapsed: Duration,
 }
 
@@ -163,8 +186,11 @@ pub struct Options {
 /// What the command line asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
+    /// Run the job with these overrides.
     Run(Options),
+    /// `-h`/`--help`.
     Help,
+    /// `-V`/`--version`.
     Version,
 }
 
@@ -337,44 +363,34 @@ struct DeadLetter<'a> {
 }
 
 impl Context {
-    /// Opens the sinks of `spec` with `opts` applied. Logical sinks with the same kind
-    /// (two sources sharing a dead-letter file, a sink and a dead-letter output both on
-    /// stdout) share one writer.
-    fn open(spec: &JobSpec, opts: &Options) -> Result<Self, Error> {
-        let mut writers: Vec<(SinkKind, Writer)> = Vec::new();
-        let mut get = |kind: SinkKind, label: String| -> Result<usize, Error> {
+    /// Opens the sinks as resolved. Logical sinks with the same kind (two sources sharing
+    /// a dead-letter file, a sink and a dead-letter output both on stdout) share one
+    /// writer.
+    fn open<'a>(spec: &JobSpec, resolved: &'a Resolved) -> Result<Self, Error> {
+        let mut writers: Vec<(&SinkKind, Writer)> = Vec::new();
+        let mut get = |entry: &'a (String, SinkKind)| -> Result<usize, Error> {
+            let (label, kind) = entry;
             if let Some(i) = writers.iter().position(|(k, _)| *k == kind) {
                 return Ok(i);
             }
             let label = format!("{label} ({kind})");
-            let sink = sink::open(&kind).map_err(|source| Error::Sink {
+            let sink = sink::open(kind).map_err(|source| Error::Sink {
                 sink: label.clone(),
                 source,
             })?;
             writers.push((kind, Writer { sink, label }));
             Ok(writers.len() - 1)
         };
-        let mut sink_writer = Vec::with_capacity(spec.sinks.len());
-        for (i, s) in spec.sinks.iter().enumerate() {
-            let kind = last_override(&opts.outputs, i).unwrap_or(&s.kind).clone();
-            sink_writer.push(get(kind, format!("sink `{}`", s.name))?);
-        }
-        let mut dead_letter_writer = Vec::with_capacity(spec.sources.len());
-        for (i, src) in spec.sources.iter().enumerate() {
-            let declared = spec.dead_letters.get(src.dead_letter);
-            let kind = match (last_override(&opts.dead_letters, i), declared) {
-                (Some(k), _) => k.clone(),
-                (None, Some(d)) => d.kind.clone(),
-                // A JobSpec without the dead-letter sink it names: the code generator's
-                // bug, but never lose invalid records over it.
-                (None, None) => SinkKind::Stdout,
-            };
-            let label = match declared {
-                Some(d) => format!("dead-letter output `{}`", d.name),
-                None => format!("dead-letter output of `{}`", src.name),
-            };
-            dead_letter_writer.push(get(kind, label)?);
-        }
+        let sink_writer = resolved
+            .outputs
+            .iter()
+            .map(&mut get)
+            .collect::<Result<_, _>>()?;
+        let dead_letter_writer = resolved
+            .dead_letters
+            .iter()
+            .map(&mut get)
+            .collect::<Result<_, _>>()?;
         Ok(Context {
             writers: writers.into_iter().map(|(_, w)| w).collect(),
             sink_writer,
@@ -524,6 +540,91 @@ impl Context {
     }
 }
 
+/// The job's sources and sinks with the command line applied.
+struct Resolved {
+    sources: Vec<SourceSpec>,
+    /// Per output sink: label for messages, kind.
+    outputs: Vec<(String, SinkKind)>,
+    /// Per source: label for messages, kind of its dead-letter output.
+    dead_letters: Vec<(String, SinkKind)>,
+}
+
+impl Resolved {
+    fn new(spec: &JobSpec, opts: &Options) -> Self {
+        let sources = spec
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match last_override(&opts.inputs, i) {
+                Some(path) => SourceSpec {
+                    kind: SourceKind::File { path: path.clone() },
+                    ..s.clone()
+                },
+                None => s.clone(),
+            })
+            .collect();
+        let outputs = spec
+            .sinks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let kind = last_override(&opts.outputs, i).unwrap_or(&s.kind);
+                (format!("sink `{}`", s.name), kind.clone())
+            })
+            .collect();
+        let dead_letters = spec
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, src)| {
+                let declared = spec.dead_letters.get(src.dead_letter);
+                let kind = match (last_override(&opts.dead_letters, i), declared) {
+                    (Some(k), _) => k.clone(),
+                    (None, Some(d)) => d.kind.clone(),
+                    // A JobSpec without the dead-letter sink it names: the code
+                    // generator's bug, but never lose invalid records over it.
+                    (None, None) => SinkKind::Stdout,
+                };
+                let label = match declared {
+                    Some(d) => format!("dead-letter output `{}`", d.name),
+                    None => format!("dead-letter output of `{}`", src.name),
+                };
+                (label, kind)
+            })
+            .collect();
+        Resolved {
+            sources,
+            outputs,
+            dead_letters,
+        }
+    }
+
+    /// Refuses to start when a file sink is the input file of a source: opening the sink
+    /// would truncate the input.
+    fn check_overwrites(&self) -> Result<(), Error> {
+        let canonical = |p: &str| std::fs::canonicalize(p).ok();
+        for src in &self.sources {
+            let SourceKind::File { path: input } = &src.kind else {
+                continue;
+            };
+            let Some(input_c) = canonical(input) else {
+                continue;
+            };
+            for (label, kind) in self.outputs.iter().chain(&self.dead_letters) {
+                if let SinkKind::File { path } = kind
+                    && canonical(path).as_ref() == Some(&input_c)
+                {
+                    return Err(usage_error(format!(
+                        "{label} would overwrite {input}, the input of source `{}`",
+                        src.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn last_override<T>(list: &[(usize, T)], i: usize) -> Option<&T> {
     list.iter().rev().find(|(j, _)| *j == i).map(|(_, v)| v)
 }
@@ -663,17 +764,12 @@ fn execute<P: Pipeline>(
     stop: &AtomicBool,
 ) -> Result<Summary, Error> {
     let started = Instant::now();
-    let mut ctx = Context::open(spec, opts)?;
-    let mut sources = Vec::with_capacity(spec.sources.len());
-    for (i, s) in spec.sources.iter().enumerate() {
-        let opened = match last_override(&opts.inputs, i) {
-            Some(path) => source::open(&SourceSpec {
-                kind: SourceKind::File { path: path.clone() },
-                ..s.clone()
-            }),
-            None => source::open(s),
-        };
-        let source = opened.map_err(|source| Error::Source {
+    let resolved = Resolved::new(spec, opts);
+    resolved.check_overwrites()?;
+    // Sources first: a missing input must not cost the outputs their old content.
+    let mut sources = Vec::with_capacity(resolved.sources.len());
+    for s in &resolved.sources {
+        let source = source::open(s).map_err(|source| Error::Source {
             name: s.name,
             source,
         })?;
@@ -688,6 +784,7 @@ fn execute<P: Pipeline>(
             finished: false,
         });
     }
+    let mut ctx = Context::open(spec, &resolved)?;
     let server = match opts.metrics_addr {
         Some(addr) => Some(
             MetricsServer::start(addr, spec.name, ctx.metrics.clone())
@@ -695,7 +792,14 @@ fn execute<P: Pipeline>(
         ),
         None => None,
     };
-    let outcome = drive(spec, pipeline, &mut ctx, &mut sources, stop, server.as_ref());
+    let outcome = drive(
+        spec,
+        pipeline,
+        &mut ctx,
+        &mut sources,
+        stop,
+        server.as_ref(),
+    );
     drop(sources);
     let closed = ctx.close();
     if let Some(server) = &server {

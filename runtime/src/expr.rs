@@ -142,6 +142,13 @@ pub fn length(s: &str) -> i64 {
     s.chars().count() as i64
 }
 
+/// `skip_serializing_if` for a `retracted` column carried through a stateless flow:
+/// like window results, rows say `retracted` only when it is true.
+#[inline]
+pub fn not_true(v: &Option<bool>) -> bool {
+    *v != Some(true)
+}
+
 /// Total order on f64 for comparisons in expressions (NaN cannot come from JSON).
 #[inline]
 pub fn fcmp(a: f64, b: f64) -> std::cmp::Ordering {

@@ -11,11 +11,7 @@ pub struct F64Key(pub f64);
 
 impl F64Key {
     fn canonical(self) -> u64 {
-        if self.0 == 0.0 {
-            0
-        } else {
-            self.0.to_bits()
-        }
+        if self.0 == 0.0 { 0 } else { self.0.to_bits() }
     }
 }
 

@@ -19,6 +19,7 @@ use crate::WATERMARK_MIN;
 /// Counters of one source.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceMetrics {
+    /// The source's name.
     pub name: &'static str,
     /// Records read (valid or not).
     pub records_in: u64,
@@ -31,6 +32,7 @@ pub struct SourceMetrics {
 /// Counters of one flow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlowMetrics {
+    /// The flow's name.
     pub name: &'static str,
     /// Too-late events, whether written to the flow's late sink or dropped.
     pub late: u64,
@@ -39,6 +41,7 @@ pub struct FlowMetrics {
 /// Counters of one output sink.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SinkMetrics {
+    /// The sink's name.
     pub name: &'static str,
     /// Lines written: result rows plus too-late events passed through.
     pub rows_out: u64,
@@ -47,8 +50,11 @@ pub struct SinkMetrics {
 /// All counters of a job, indexed as in the `JobSpec`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Metrics {
+    /// Per source, as in `JobSpec::sources`.
     pub sources: Vec<SourceMetrics>,
+    /// Per flow, as in `JobSpec::flows`.
     pub flows: Vec<FlowMetrics>,
+    /// Per output sink, as in `JobSpec::sinks`.
     pub sinks: Vec<SinkMetrics>,
 }
 
@@ -104,11 +110,19 @@ impl Metrics {
     /// each series labelled with `job`.
     pub fn render_prometheus(&self, job: &str, out: &mut String) {
         let job = escape_label(job);
-        let mut family = |name: &str, kind: &str, help: &str, label: &str, rows: &mut dyn Iterator<Item = (&str, i64)>| {
+        let mut family = |name: &str,
+                          kind: &str,
+                          help: &str,
+                          label: &str,
+                          rows: &mut dyn Iterator<Item = (&str, i64)>| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for (l, v) in rows {
-                let _ = writeln!(out, "{name}{{job=\"{job}\",{label}=\"{}\"}} {v}", escape_label(l));
+                let _ = writeln!(
+                    out,
+                    "{name}{{job=\"{job}\",{label}=\"{}\"}} {v}",
+                    escape_label(l)
+                );
             }
         };
         let c = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -255,7 +269,11 @@ fn respond(mut stream: TcpStream, job: &str, shared: &Mutex<Metrics>) -> io::Res
         }
         ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
     } else {
-        ("404 Not Found", "text/plain", "not found; try /metrics\n".to_string())
+        (
+            "404 Not Found",
+            "text/plain",
+            "not found; try /metrics\n".to_string(),
+        )
     };
     write!(
         stream,
@@ -293,9 +311,13 @@ mod tests {
         let mut s = String::new();
         sample().render_prometheus("job\"x", &mut s);
         assert!(s.contains("# TYPE streamc_source_records_in_total counter\n"));
-        assert!(s.contains("streamc_source_records_in_total{job=\"job\\\"x\",source=\"clicks\"} 10\n"));
+        assert!(
+            s.contains("streamc_source_records_in_total{job=\"job\\\"x\",source=\"clicks\"} 10\n")
+        );
         assert!(s.contains("streamc_source_invalid_total{job=\"job\\\"x\",source=\"clicks\"} 2\n"));
-        assert!(s.contains("streamc_source_watermark_milliseconds{job=\"job\\\"x\",source=\"clicks\"} 1234\n"));
+        assert!(s.contains(
+            "streamc_source_watermark_milliseconds{job=\"job\\\"x\",source=\"clicks\"} 1234\n"
+        ));
         assert!(s.contains("streamc_flow_late_total{job=\"job\\\"x\",flow=\"errors\"} 3\n"));
         assert!(s.contains("streamc_flow_late_total{job=\"job\\\"x\",flow=\"per_minute\"} 0\n"));
         assert!(s.contains("streamc_sink_rows_out_total{job=\"job\\\"x\",sink=\"out\"} 4\n"));

@@ -12,9 +12,13 @@ use std::path::{Path, PathBuf};
 /// How a sink is configured in the spec.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SinkKind {
+    /// JSON lines on standard output.
     Stdout,
     /// JSON lines, one row per line; the file is truncated when the job starts.
-    File { path: String },
+    File {
+        /// Absolute, or relative to the working directory.
+        path: String,
+    },
 }
 
 impl std::fmt::Display for SinkKind {
@@ -29,7 +33,9 @@ impl std::fmt::Display for SinkKind {
 /// A named sink of the job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SinkSpec {
+    /// The sink's name in the spec.
     pub name: &'static str,
+    /// Where it writes.
     pub kind: SinkKind,
 }
 
@@ -40,6 +46,7 @@ pub enum SinkError {
     /// job, not a failure.
     #[error("the reader closed the output")]
     Closed,
+    /// An I/O error (disk full, permission denied, ...).
     #[error("{0}")]
     Io(#[from] io::Error),
     /// Errors of sinks that are not plain I/O (Kafka, Redis).
@@ -189,12 +196,18 @@ mod tests {
         s.write(Some(b"k"), br#"{"a":1}"#).unwrap();
         s.write(None, br#"{"a":2}"#).unwrap();
         s.flush().unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"a\":2}\n"
+        );
         s.write(None, b"x").unwrap();
         s.close().unwrap();
         s.close().unwrap();
         assert!(s.write(None, b"y").is_err());
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"a\":2}\nx\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"a\":2}\nx\n"
+        );
     }
 
     #[test]
@@ -217,7 +230,10 @@ mod tests {
         // Buffered: the error shows at the latest on flush.
         let r = s.write(None, &[b'x'; 2 * BUFFER]).and_then(|()| s.flush());
         let e = r.unwrap_err();
-        assert!(matches!(&e, SinkError::Io(io) if io.raw_os_error() == Some(28)), "{e:?}");
+        assert!(
+            matches!(&e, SinkError::Io(io) if io.raw_os_error() == Some(28)),
+            "{e:?}"
+        );
     }
 
     #[test]

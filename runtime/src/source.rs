@@ -17,6 +17,7 @@ use crate::driver::Record;
 
 /// A schema field type, as the datagen needs to know it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // the spec's type names
 pub enum FieldType {
     Bool,
     I32,
@@ -26,14 +27,18 @@ pub enum FieldType {
     F32,
     F64,
     String,
+    /// Epoch milliseconds.
     Timestamp,
 }
 
 /// A schema field, for the datagen.
 #[derive(Clone, Debug)]
 pub struct FieldSpec {
+    /// The field's name in the JSON object.
     pub name: &'static str,
+    /// Its type.
     pub ty: FieldType,
+    /// `T?`: null about 10% of the time (never for key or event-time fields).
     pub nullable: bool,
     /// Some flow keys by this field: draw it from `DatagenSpec::keys` values.
     pub key: bool,
@@ -51,6 +56,7 @@ pub struct DatagenSpec {
     pub max_delay: i64,
     /// Fraction of events made too late for every flow.
     pub late_fraction: f64,
+    /// Seed of the generator: same seed (and `start`), same events.
     pub seed: u64,
     /// Stop after this many events (bounded); None = unbounded.
     pub count: Option<u64>,
@@ -58,6 +64,7 @@ pub struct DatagenSpec {
     pub start: Option<i64>,
     /// How far behind the newest event time so far a late event is placed.
     pub late_delay: i64,
+    /// The fields of each event, in order.
     pub schema: Vec<FieldSpec>,
     /// Index into `schema` of the event-time field.
     pub event_time: usize,
@@ -68,16 +75,24 @@ pub struct DatagenSpec {
 pub enum SourceKind {
     /// JSON lines; bounded. `offset` of a record is its 0-based line number. A path of
     /// `-` reads standard input.
-    File { path: String },
+    File {
+        /// Absolute, or relative to the working directory.
+        path: String,
+    },
+    /// Generated events.
     Datagen(DatagenSpec),
 }
 
 /// A named source of the job with its watermark settings (milliseconds).
 #[derive(Clone, Debug)]
 pub struct SourceSpec {
+    /// The source's name in the spec.
     pub name: &'static str,
+    /// What it reads.
     pub kind: SourceKind,
+    /// Watermark lag behind the largest event time of a partition.
     pub max_out_of_orderness: i64,
+    /// A partition without data this long stops holding the watermark back.
     pub idle_timeout: Option<i64>,
     /// Index into `JobSpec::dead_letters`.
     pub dead_letter: usize,
@@ -86,10 +101,22 @@ pub struct SourceSpec {
 /// Why a source failed (not a bad record: those go to the dead-letter output).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// The input could not be opened.
     #[error("cannot open {path}: {source}")]
-    Open { path: String, source: io::Error },
+    Open {
+        /// The input's path.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Reading the input failed.
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: io::Error },
+    Read {
+        /// The input's path.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
     /// Errors of sources that are not plain I/O (Kafka).
     #[error("{0}")]
     Other(Box<dyn std::error::Error + Send + Sync>),
@@ -215,7 +242,10 @@ pub enum Poll {
     More,
     /// Nothing more right now. Poll again at `retry_at`, or after a short backoff when
     /// None.
-    Pending { retry_at: Option<Instant> },
+    Pending {
+        /// When data is expected (datagen pacing), if known.
+        retry_at: Option<Instant>,
+    },
     /// The source has ended: no records follow this batch's. Every partition is at its
     /// end (watermark `WATERMARK_MAX`).
     Finished,
@@ -299,8 +329,7 @@ impl Source for FileSource {
     }
 
     fn poll(&mut self, batch: &mut Batch, limits: PollLimits) -> Result<Poll, SourceError> {
-        while !self.done && batch.len() < limits.max_records && batch.bytes() < limits.max_bytes
-        {
+        while !self.done && batch.len() < limits.max_records && batch.bytes() < limits.max_bytes {
             let reader = &mut self.reader;
             let mut read_any = false;
             let pushed = batch.push_with(0, self.line, |buf| -> io::Result<bool> {
@@ -329,7 +358,11 @@ impl Source for FileSource {
                 }
             }
         }
-        Ok(if self.done { Poll::Finished } else { Poll::More })
+        Ok(if self.done {
+            Poll::Finished
+        } else {
+            Poll::More
+        })
     }
 }
 
@@ -341,7 +374,10 @@ enum Gen {
     Status,
     Path,
     Word,
-    Int { lo: i64, hi: i64 },
+    Int {
+        lo: i64,
+        hi: i64,
+    },
     Float,
     Bool,
     /// Epoch millis up to a second before the event time.
@@ -360,7 +396,9 @@ const WORDS: [&str; 16] = [
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett",
     "kilo", "lima", "mike", "november", "oscar", "papa",
 ];
-const STATUSES: [i64; 13] = [200, 200, 200, 200, 200, 201, 204, 301, 304, 400, 404, 500, 503];
+const STATUSES: [i64; 13] = [
+    200, 200, 200, 200, 200, 201, 204, 301, 304, 400, 404, 500, 503,
+];
 
 /// JSON events generated from a schema: seeded and reproducible (same spec and seed,
 /// same bytes, when `start` is set), bounded by `count` or unbounded, paced to `rate`
@@ -415,17 +453,16 @@ impl DatagenSource {
                         FieldType::F32 | FieldType::F64 => Gen::Float,
                         FieldType::Timestamp => Gen::NearTime,
                         FieldType::String
-                            if ["url", "path", "page", "uri"].iter().any(|w| lname.contains(w)) =>
+                            if ["url", "path", "page", "uri"]
+                                .iter()
+                                .any(|w| lname.contains(w)) =>
                         {
                             Gen::Path
                         }
                         FieldType::String => Gen::Word,
                         _ if lname.contains("status") || lname.ends_with("code") => Gen::Status,
                         FieldType::I32 | FieldType::U32 => Gen::Int { lo: 0, hi: 999 },
-                        FieldType::I64 | FieldType::U64 => Gen::Int {
-                            lo: 0,
-                            hi: 999_999,
-                        },
+                        FieldType::I64 | FieldType::U64 => Gen::Int { lo: 0, hi: 999_999 },
                     }
                 };
                 GenField {
@@ -512,7 +549,11 @@ impl DatagenSource {
                         FieldType::F32 | FieldType::F64 => write!(buf, "{n}.0"),
                     }
                 }
-                Gen::Status => write!(buf, "{}", STATUSES[self.rng.random_range(0..STATUSES.len())]),
+                Gen::Status => write!(
+                    buf,
+                    "{}",
+                    STATUSES[self.rng.random_range(0..STATUSES.len())]
+                ),
                 Gen::Path => write!(buf, "\"/page/{}\"", self.rng.random_range(0..100u32)),
                 Gen::Word => write!(buf, "\"{}\"", WORDS[self.rng.random_range(0..WORDS.len())]),
                 Gen::Int { lo, hi } => write!(buf, "{}", self.rng.random_range(lo..=hi)),
@@ -558,11 +599,12 @@ impl Source for DatagenSource {
                     });
                 }
             }
-            batch.push_with(0, i, |buf| {
-                self.write_event(i, buf);
-                Ok::<_, std::convert::Infallible>(true)
-            })
-            .unwrap_or_else(|never| match never {});
+            batch
+                .push_with(0, i, |buf| {
+                    self.write_event(i, buf);
+                    Ok::<_, std::convert::Infallible>(true)
+                })
+                .unwrap_or_else(|never| match never {});
             self.next += 1;
         }
     }
@@ -597,7 +639,8 @@ mod tests {
 
     #[test]
     fn file_lines_offsets_blank_lines_and_last_line() {
-        let (_d, mut src) = file_source(b"{\"a\":1}\n\n  \r\n{\"a\":2}\r\nnot json\n\xff\xfe\n{\"a\":3}");
+        let (_d, mut src) =
+            file_source(b"{\"a\":1}\n\n  \r\n{\"a\":2}\r\nnot json\n\xff\xfe\n{\"a\":3}");
         let (recs, _) = drain(&mut src, PollLimits::default());
         let expect: Vec<(u64, Vec<u8>)> = vec![
             (0, b"{\"a\":1}".to_vec()),
@@ -639,24 +682,36 @@ mod tests {
     fn missing_file_is_an_open_error() {
         let err = FileSource::open("/nonexistent/x.jsonl").err().unwrap();
         assert!(matches!(err, SourceError::Open { .. }));
-        assert!(err.to_string().starts_with("cannot open /nonexistent/x.jsonl: "));
+        assert!(
+            err.to_string()
+                .starts_with("cannot open /nonexistent/x.jsonl: ")
+        );
     }
 
     #[test]
     fn batch_push_with_discards_on_false_and_error() {
         let mut b = Batch::new();
         b.push(0, 1, b"one");
-        assert_eq!(b.push_with(0, 2, |buf| {
-            buf.extend_from_slice(b"junk");
-            Ok::<_, ()>(false)
-        }), Ok(false));
-        assert_eq!(b.push_with(0, 3, |buf| {
-            buf.extend_from_slice(b"junk");
+        assert_eq!(
+            b.push_with(0, 2, |buf| {
+                buf.extend_from_slice(b"junk");
+                Ok::<_, ()>(false)
+            }),
+            Ok(false)
+        );
+        assert_eq!(
+            b.push_with(0, 3, |buf| {
+                buf.extend_from_slice(b"junk");
+                Err(())
+            }),
             Err(())
-        }), Err(()));
+        );
         b.push(2, 4, b"two");
         b.end_partition(2);
-        let recs: Vec<_> = b.iter().map(|r| (r.partition, r.offset, r.payload)).collect();
+        let recs: Vec<_> = b
+            .iter()
+            .map(|r| (r.partition, r.offset, r.payload))
+            .collect();
         assert_eq!(recs, vec![(0, 1, &b"one"[..]), (2, 4, &b"two"[..])]);
         assert_eq!(b.get(1).unwrap().payload, b"two");
         assert_eq!(b.ended_partitions(), &[2]);
@@ -755,7 +810,12 @@ mod tests {
             }
             // Rate 0: 1 ms per event, minus up to max_delay.
             let nominal = 1_700_000_000_000 + i as i64;
-            assert!(e.ts <= nominal && e.ts >= nominal - 100, "{} {}", e.ts, nominal);
+            assert!(
+                e.ts <= nominal && e.ts >= nominal - 100,
+                "{} {}",
+                e.ts,
+                nominal
+            );
             if let Some(s) = e.seen {
                 assert!(s <= e.ts && s >= e.ts - 1000);
             } else {

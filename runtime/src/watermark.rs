@@ -91,7 +91,8 @@ impl WatermarkTracker {
             // later-discovered silent partition must not hold the watermark back longer
             // than one that was known from the start.
             let created = self.created;
-            self.partitions.resize_with(p + 1, || Partition::new(created));
+            self.partitions
+                .resize_with(p + 1, || Partition::new(created));
         }
         &mut self.partitions[p]
     }
@@ -100,11 +101,20 @@ impl WatermarkTracker {
     /// becomes active if it was idle. Returns the new task watermark if it advanced.
     pub fn on_event(&mut self, p: u32, ts: i64, now: Instant) -> Option<i64> {
         let ooo = self.max_out_of_orderness;
+        let current = self.current;
         let part = self.partition_mut(p);
+        let (was_idle, old) = (part.idle, part.wm);
         part.last_activity = now;
         part.idle = false;
         if !part.finished {
             part.wm = part.wm.max(ts.saturating_sub(ooo));
+        }
+        // Fast path (no scan over partitions): after every operation the minimum over
+        // active partitions is at most the task watermark. So if `p` was active and its
+        // watermark did not move, or was already above the task watermark (another active
+        // partition holds it), the task watermark cannot advance.
+        if !was_idle && (part.wm == old || old > current) {
+            return None;
         }
         self.advance()
     }

@@ -129,7 +129,18 @@ sinks:
             writeln!(input, "{{\"k\":{k},\"v\":{v},\"ts\":{ts}}}").unwrap();
         }
         std::fs::write(dir.path().join("input.jsonl"), &input).unwrap();
-        run(&bin, &outputs(dir.path(), &["tumbling_out", "tumbling_late", "sliding_out", "sliding_late"]));
+        run(
+            &bin,
+            &outputs(
+                dir.path(),
+                &[
+                    "tumbling_out",
+                    "tumbling_late",
+                    "sliding_out",
+                    "sliding_late",
+                ],
+            ),
+        );
 
         let tumbling = |ts: i64| {
             let s = ts - ts.rem_euclid(5000);
@@ -137,7 +148,10 @@ sinks:
         };
         let sliding = |ts: i64| {
             let last = ts - ts.rem_euclid(2000);
-            (0..3).map(|i| last - i * 2000).map(|s| (s, s + 6000)).collect()
+            (0..3)
+                .map(|i| last - i * 2000)
+                .map(|s| (s, s + 6000))
+                .collect()
         };
         let lines: Vec<&str> = input.lines().collect();
         for (name, f) in [
@@ -151,8 +165,8 @@ sinks:
             for (k, v) in &want {
                 assert_eq!(got.get(k), Some(v), "{name} seed {seed}: window {k:?}");
             }
-            let late_got = std::fs::read_to_string(dir.path().join(format!("{name}_late.jsonl")))
-                .unwrap();
+            let late_got =
+                std::fs::read_to_string(dir.path().join(format!("{name}_late.jsonl"))).unwrap();
             let late_want: String = late.iter().map(|&i| format!("{}\n", lines[i])).collect();
             assert_eq!(late_got, late_want, "{name} seed {seed}: late events");
             assert!(!late.is_empty(), "the generator makes some events too late");

@@ -29,8 +29,14 @@ fn tumbling_lateness_late_output_and_dead_letters() {
         .filter(|r| r["user"] == "a" && r["window_start"] == 0)
         .collect();
     assert_eq!(a0.len(), 2, "{rows:#?}");
-    assert_eq!((a0[0]["views"].clone(), a0[0]["revision"].clone()), (json!(1), json!(0)));
-    assert_eq!((a0[1]["views"].clone(), a0[1]["revision"].clone()), (json!(2), json!(1)));
+    assert_eq!(
+        (a0[0]["views"].clone(), a0[0]["revision"].clone()),
+        (json!(1), json!(0))
+    );
+    assert_eq!(
+        (a0[1]["views"].clone(), a0[1]["revision"].clone()),
+        (json!(2), json!(1))
+    );
     assert_eq!(a0[1]["total"], json!(5));
 
     let view = upsert_view(&rows, &["user"]);
@@ -50,7 +56,10 @@ fn tumbling_lateness_late_output_and_dead_letters() {
         assert!(r.get("retracted").is_none(), "{key}");
     }
     // Windows fire in order of their end.
-    let ends: Vec<i64> = rows.iter().map(|r| r["window_end"].as_i64().unwrap()).collect();
+    let ends: Vec<i64> = rows
+        .iter()
+        .map(|r| r["window_end"].as_i64().unwrap())
+        .collect();
     assert!(ends.windows(2).all(|w| w[0] <= w[1]), "{ends:?}");
 
     // ts 7000 arrives at watermark 16000: [0,10s) was purged at 15000, too late. It goes
@@ -65,7 +74,11 @@ fn tumbling_lateness_late_output_and_dead_letters() {
     assert_eq!(offsets, [5, 6, 8]);
     assert_eq!(dead[0]["raw"], "{\"user\":\"a\",\"value\":\"x\",\"ts\":1}");
     assert_eq!(dead[1]["raw"], "not json");
-    assert!(dead[2]["error"].as_str().unwrap().contains("value"), "{}", dead[2]);
+    assert!(
+        dead[2]["error"].as_str().unwrap().contains("value"),
+        "{}",
+        dead[2]
+    );
     for d in &dead {
         assert_eq!(d["source"], "events");
         assert_eq!(d["partition"], 0);
@@ -160,7 +173,10 @@ fn chained_flows_share_one_read() {
     let read = |s: &str| read_jsonl(&dir.path().join(format!("{s}.jsonl")));
 
     let big = read("big");
-    let cents: Vec<f64> = big.iter().map(|r| r["amount_cents"].as_f64().unwrap()).collect();
+    let cents: Vec<f64> = big
+        .iter()
+        .map(|r| r["amount_cents"].as_f64().unwrap())
+        .collect();
     assert_eq!(cents, [15000.0, 20000.0, 12050.0]);
     assert_eq!(big[0]["shop"], "x");
     assert_eq!(big[0]["ts"], 2000);

@@ -327,7 +327,11 @@ fn binary(op: BinOp, operand: Option<Type>, l: TokenStream, r: TokenStream) -> T
             quote!(#rt::expr::bin(#l, #r, #rt::expr::SqlInt::#m))
         }
         BinOp::Div | BinOp::Mod if float => {
-            let o = if op == BinOp::Div { quote!(/) } else { quote!(%) };
+            let o = if op == BinOp::Div {
+                quote!(/)
+            } else {
+                quote!(%)
+            };
             quote!(#rt::expr::bin_opt(#l, #r, |a, b| if b == 0.0 {
                 ::std::option::Option::None
             } else {

@@ -33,8 +33,18 @@ pub enum CodegenError {
 
 /// Generates the pipeline crate's `src/main.rs`, formatted.
 pub fn generate_main(plan: &Plan) -> Result<String, CodegenError> {
+    generate(plan, true)
+}
+
+/// The same code without `fn main`, to `include!` in a benchmark or test: it defines
+/// `Job` (with `Job::new()`, implementing `streamc_runtime::Pipeline`) and `job_spec()`.
+pub fn generate_module(plan: &Plan) -> Result<String, CodegenError> {
+    generate(plan, false)
+}
+
+fn generate(plan: &Plan, with_main: bool) -> Result<String, CodegenError> {
     unsupported(plan)?;
-    let tokens = Gen::new(plan).file()?;
+    let tokens = Gen::new(plan).file(with_main)?;
     let file: syn::File = syn::parse2(tokens)
         .map_err(|e| CodegenError::Internal(format!("generated tokens do not parse: {e}")))?;
     Ok(prettyplease::unparse(&file))
@@ -62,7 +72,11 @@ pub fn unsupported(plan: &Plan) -> Result<(), CodegenError> {
     }
     for s in &plan.sinks {
         if is_remote(&s.kind) {
-            missing.push(format!("sink `{}` writes to {}", s.name, kind_name(&s.kind)));
+            missing.push(format!(
+                "sink `{}` writes to {}",
+                s.name,
+                kind_name(&s.kind)
+            ));
         }
     }
     if let Some(k) = &plan.dead_letter
@@ -120,12 +134,18 @@ impl<'p> Gen<'p> {
         self.next_var += 1;
         let clean: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .collect();
         format_ident!("v{}_{}", self.next_var, clean)
     }
 
-    fn file(&mut self) -> Result<TokenStream, CodegenError> {
+    fn file(&mut self, with_main: bool) -> Result<TokenStream, CodegenError> {
         let plan = self.plan;
         let fused = ir::fuse(plan);
         let mut items = Vec::new();
@@ -200,7 +220,16 @@ impl<'p> Gen<'p> {
                 });
             quote!(#s => { #(#calls)* })
         });
-        let main = self.main_fn()?;
+        let job_spec = self.job_spec_fn()?;
+        let main = if with_main {
+            quote! {
+                fn main() -> ::std::process::ExitCode {
+                    #rt::driver::main(job_spec(), Job::new())
+                }
+            }
+        } else {
+            quote!()
+        };
         Ok(quote! {
             #![allow(unused, clippy::all)]
 
@@ -238,6 +267,8 @@ impl<'p> Gen<'p> {
                     }
                 }
             }
+
+            #job_spec
 
             #main
         })
@@ -432,6 +463,7 @@ impl<'p> Gen<'p> {
     /// `struct RowN<'a>`: the output row of a stateless flow, borrowing the stage's values.
     fn row_struct(&self, i: usize, f: &FlowPlan) -> TokenStream {
         let name = row_ident(i);
+        let from_window = self.reads_window_output(i);
         let fields = f.output.iter().enumerate().map(|(j, fld)| {
             let id = format_ident!("c{}", j);
             let json = &fld.name;
@@ -439,7 +471,13 @@ impl<'p> Gen<'p> {
                 Type::String => quote!(::std::borrow::Cow<'a, str>),
                 t => val_ty(t),
             };
-            quote!(#[serde(rename = #json)] #id: ::std::option::Option<#ty>,)
+            // A window result's `retracted` stays "present only when true" downstream.
+            let skip = if fld.name == "retracted" && fld.ty == Type::Bool && from_window {
+                quote!(, skip_serializing_if = "::streamc_runtime::expr::not_true")
+            } else {
+                quote!()
+            };
+            quote!(#[serde(rename = #json #skip)] #id: ::std::option::Option<#ty>,)
         });
         quote! {
             #[derive(::serde::Serialize)]
@@ -448,6 +486,15 @@ impl<'p> Gen<'p> {
                 #[serde(skip)]
                 _borrow: ::std::marker::PhantomData<&'a ()>,
             }
+        }
+    }
+
+    /// Whether a stateless flow's rows come from a window's results (directly or
+    /// through other stateless flows).
+    fn reads_window_output(&self, flow: usize) -> bool {
+        match self.plan.flows[flow].input {
+            Input::Source(_) => false,
+            Input::Flow(p) => self.plan.flows[p].window.is_some() || self.reads_window_output(p),
         }
     }
 
@@ -511,27 +558,43 @@ impl<'p> Gen<'p> {
                 let parent = &self.plan.flows[p];
                 let out = out_ident(p);
                 let fname = format_ident!("stage_window{}", p);
-                let agg = parent.aggregate.as_ref().ok_or_else(|| internal("no aggregate"))?;
+                let agg = parent
+                    .aggregate
+                    .as_ref()
+                    .ok_or_else(|| internal("no aggregate"))?;
                 let mut env = Env::default();
                 let mut binds = Vec::new();
-                let mut push = |g: &mut Self, name: &str, ty: Type, nullable: bool, value: TokenStream| {
-                    let var = g.var(name);
-                    let vt = val_ty(ty);
-                    binds.push(quote!(let #var: ::std::option::Option<#vt> = #value;));
-                    env.push(Binding {
-                        name: name.to_string(),
-                        var,
-                        ty,
-                        nullable,
-                    });
-                };
+                let mut push =
+                    |g: &mut Self, name: &str, ty: Type, nullable: bool, value: TokenStream| {
+                        let var = g.var(name);
+                        let vt = val_ty(ty);
+                        binds.push(quote!(let #var: ::std::option::Option<#vt> = #value;));
+                        env.push(Binding {
+                            name: name.to_string(),
+                            var,
+                            ty,
+                            nullable,
+                        });
+                    };
                 for (j, k) in parent.key_by.iter().enumerate() {
                     let id = format_ident!("k{}", j);
                     let value = key_to_value(quote!(row.#id), k.ty, k.nullable);
                     push(self, &k.name, k.ty, k.nullable, value);
                 }
-                push(self, "window_start", Type::Timestamp, false, quote!(#s(row.window_start)));
-                push(self, "window_end", Type::Timestamp, false, quote!(#s(row.window_end)));
+                push(
+                    self,
+                    "window_start",
+                    Type::Timestamp,
+                    false,
+                    quote!(#s(row.window_start)),
+                );
+                push(
+                    self,
+                    "window_end",
+                    Type::Timestamp,
+                    false,
+                    quote!(#s(row.window_end)),
+                );
                 for (j, (name, e)) in agg.outputs.iter().enumerate() {
                     let id = format_ident!("o{}", j);
                     let ty = e.ty.unwrap_or(Type::Bool);
@@ -545,7 +608,13 @@ impl<'p> Gen<'p> {
                     push(self, name, ty, e.nullable, value);
                 }
                 push(self, "revision", Type::U32, false, quote!(#s(row.revision)));
-                push(self, "retracted", Type::Bool, false, quote!(#s(row.retracted)));
+                push(
+                    self,
+                    "retracted",
+                    Type::Bool,
+                    false,
+                    quote!(#s(row.retracted)),
+                );
                 if env.bindings.len() != parent.output.len() {
                     return Err(internal(format!(
                         "flow `{}`: output has {} fields, stage binds {}",
@@ -591,7 +660,8 @@ impl<'p> Gen<'p> {
         let rt = rt();
         let plan = self.plan;
         let f = &plan.flows[ff.flow];
-        let label = syn::Lifetime::new(&format!("'flow{}", ff.flow), proc_macro2::Span::call_site());
+        let label =
+            syn::Lifetime::new(&format!("'flow{}", ff.flow), proc_macro2::Span::call_site());
         let mut env = env.clone();
         let mut body = Vec::new();
         let doc = format!(" flow `{}`", f.name);
@@ -599,14 +669,20 @@ impl<'p> Gen<'p> {
         for step in &f.steps {
             match step {
                 RowStep::Filter(e) => {
-                    let g = ExprGen { env: &env, accs: None };
+                    let g = ExprGen {
+                        env: &env,
+                        accs: None,
+                    };
                     let c = g.expr(e, Some(Type::Bool))?;
                     body.push(quote!(if !#rt::expr::truthy(#c) { break #label; }));
                 }
                 RowStep::Map(fields) => {
                     let mut new = Vec::new();
                     for (name, e) in fields {
-                        let g = ExprGen { env: &env, accs: None };
+                        let g = ExprGen {
+                            env: &env,
+                            accs: None,
+                        };
                         let ty = e.ty.unwrap_or(Type::Bool);
                         let v = g.expr(e, Some(ty))?;
                         let var = self.var(name);
@@ -665,7 +741,10 @@ impl<'p> Gen<'p> {
         env: &Env,
         payload: &TokenStream,
     ) -> Result<TokenStream, CodegenError> {
-        let agg = f.aggregate.as_ref().ok_or_else(|| internal("no aggregate"))?;
+        let agg = f
+            .aggregate
+            .as_ref()
+            .ok_or_else(|| internal("no aggregate"))?;
         let key_ty = key_ident(i);
         let key = if f.key_by.is_empty() {
             quote!(())
@@ -731,7 +810,10 @@ impl<'p> Gen<'p> {
     /// `emitN`: one window result → output row → sinks → flows reading this flow.
     fn emit_fn(&mut self, i: usize, f: &FlowPlan) -> Result<TokenStream, CodegenError> {
         let rt = rt();
-        let agg = f.aggregate.as_ref().ok_or_else(|| internal("no aggregate"))?;
+        let agg = f
+            .aggregate
+            .as_ref()
+            .ok_or_else(|| internal("no aggregate"))?;
         let (key_ty, accout, out, msgkey, emit) = (
             key_ident(i),
             accout_ident(i),
@@ -835,7 +917,7 @@ impl<'p> Gen<'p> {
         })
     }
 
-    fn main_fn(&self) -> Result<TokenStream, CodegenError> {
+    fn job_spec_fn(&self) -> Result<TokenStream, CodegenError> {
         let rt = rt();
         let plan = self.plan;
         let name = &plan.name;
@@ -867,8 +949,14 @@ impl<'p> Gen<'p> {
                         let key = d.key_fields.contains(&f.name);
                         quote!(#rt::source::FieldSpec { name: #n, ty: #t, nullable: #nl, key: #key })
                     });
-                    let (rate, keys, max_delay, late_fraction, seed, late_delay) =
-                        (d.rate, d.keys, d.max_delay, d.late_fraction, d.seed, d.late_delay);
+                    let (rate, keys, max_delay, late_fraction, seed, late_delay) = (
+                        d.rate,
+                        d.keys,
+                        d.max_delay,
+                        d.late_fraction,
+                        d.seed,
+                        d.late_delay,
+                    );
                     let count = opt(d.count.map(|c| quote!(#c)));
                     let start = opt(d.start.map(|c| quote!(#c)));
                     let et = s.event_time;
@@ -926,15 +1014,15 @@ impl<'p> Gen<'p> {
             .collect::<Result<Vec<_>, _>>()?;
         let flows = plan.flows.iter().map(|f| &f.name);
         Ok(quote! {
-            fn main() -> ::std::process::ExitCode {
-                let spec = #rt::driver::JobSpec {
+            /// What the driver needs to know of the job: sources, sinks, flow names.
+            fn job_spec() -> #rt::driver::JobSpec {
+                #rt::driver::JobSpec {
                     name: #name,
                     sources: vec![#(#sources),*],
                     sinks: vec![#(#sinks),*],
                     dead_letters: vec![#(#dls),*],
                     flows: vec![#(#flows),*],
-                };
-                #rt::driver::main(spec, Job::new())
+                }
             }
         })
     }
@@ -942,7 +1030,12 @@ impl<'p> Gen<'p> {
 
 fn advance_fn(i: usize) -> TokenStream {
     let rt = rt();
-    let (op, buf, emit, adv) = (op_ident(i), buf_ident(i), emit_ident(i), format_ident!("advance{}", i));
+    let (op, buf, emit, adv) = (
+        op_ident(i),
+        buf_ident(i),
+        emit_ident(i),
+        format_ident!("advance{}", i),
+    );
     quote! {
         fn #adv(&mut self, wm: i64, ctx: &mut #rt::Context) {
             let mut buf = ::std::mem::take(&mut self.#buf);

@@ -59,7 +59,9 @@ pub enum SourceKindDecl {
         properties: Vec<(String, String)>,
     },
     /// As written (relative paths are resolved by `check`).
-    File { path: Spanned<String> },
+    File {
+        path: Spanned<String>,
+    },
     Datagen(DatagenDecl),
 }
 
@@ -103,17 +105,17 @@ pub struct FlowDecl {
     pub name: Spanned<String>,
     pub from: Option<Spanned<String>>,
     pub steps: Vec<StepDecl>,
-    /// False when a step could not be read (then the row after it is unknown).
-    pub steps_complete: bool,
     pub to: Vec<Spanned<String>>,
     pub late: Option<Spanned<String>>,
 }
 
 #[derive(Clone, Debug)]
 pub struct StepDecl {
-    /// The step's key (`filter`, `window`, ...).
+    /// The step's key (`filter`, `window`, ...), or the list item when it has none.
     pub span: Span,
-    pub kind: StepKind,
+    /// None when the step could not be read (reported): the row after it is unknown and
+    /// the order of the flow's steps is not checked.
+    pub kind: Option<StepKind>,
 }
 
 /// An expression as written: parsed, or None after a syntax error (reported).

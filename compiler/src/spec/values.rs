@@ -244,7 +244,10 @@ mod tests {
         assert!(!is_pipeline_name("a-b"));
         assert!(is_identifier("_x9"));
         assert!(!is_identifier("9x"));
-        assert_eq!(suggest_identifier("Page-Views", true).as_deref(), Some("page_views"));
+        assert_eq!(
+            suggest_identifier("Page-Views", true).as_deref(),
+            Some("page_views")
+        );
         assert_eq!(suggest_identifier("ok", true), None);
     }
 }

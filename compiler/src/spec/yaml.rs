@@ -12,6 +12,8 @@ use crate::diag::{Diagnostic, Reporter, Span};
 
 /// Alias expansion bound (protection against "billion laughs" documents).
 const MAX_ALIAS_NODES: usize = 100_000;
+/// Nesting bound: later passes recurse over the tree.
+const MAX_DEPTH: usize = 64;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
@@ -204,10 +206,7 @@ impl Offsets {
         if self.bytes.is_empty() {
             i.min(self.len)
         } else {
-            self.bytes
-                .get(i)
-                .copied()
-                .unwrap_or(self.len)
+            self.bytes.get(i).copied().unwrap_or(self.len)
         }
     }
 
@@ -247,10 +246,22 @@ pub(crate) fn parse(rep: &mut Reporter) -> Option<Node> {
             Err(e) => {
                 let at = offsets.byte(*e.marker());
                 let end = text[at..].chars().next().map_or(at, |c| at + c.len_utf8());
-                rep.push(
-                    Diagnostic::error(format!("invalid YAML: {}", e.info()))
-                        .label(Span::new(at, end), "here"),
-                );
+                let mut d = Diagnostic::error(format!("invalid YAML: {}", e.info()))
+                    .label(Span::new(at, end), "here");
+                for (open, close, what) in [('{', '}', "flow mapping"), ('[', ']', "flow sequence")]
+                {
+                    if e.info().contains(what)
+                        && let Some(o) = unclosed(&text[..at], open, close)
+                    {
+                        d = d
+                            .label(Span::new(o, o + 1), format!("this `{open}` is not closed"))
+                            .help(format!(
+                                "close it with `{close}`, or write the value as an indented block"
+                            ));
+                        break;
+                    }
+                }
+                rep.push(d);
                 return None;
             }
         };
@@ -312,6 +323,19 @@ pub(crate) fn parse(rep: &mut Reporter) -> Option<Node> {
                     return None;
                 }
             },
+            Event::SequenceStart(..) | Event::MappingStart(..) if stack.len() >= MAX_DEPTH => {
+                rep.push(
+                    Diagnostic::error("the spec is nested too deeply")
+                        .label(
+                            Span::new(span.start, span.end.max(span.start + 1).min(text.len())),
+                            "too deep",
+                        )
+                        .help(format!(
+                            "a spec nests at most {MAX_DEPTH} levels of lists and mappings"
+                        )),
+                );
+                return None;
+            }
             Event::SequenceStart(anchor, _) => {
                 stack.push(Frame::Seq {
                     start: span.start,
@@ -370,9 +394,15 @@ pub(crate) fn parse(rep: &mut Reporter) -> Option<Node> {
                         },
                     });
                 }
-                let last = entries.last().map_or(start, |e| e.value.span.end.max(e.key.span.end));
+                let last = entries
+                    .last()
+                    .map_or(start, |e| e.value.span.end.max(e.key.span.end));
                 // Block mappings end where their last value ends; flow mappings at `}`.
-                let end = if span.is_empty() { last } else { last.max(span.end) };
+                let end = if span.is_empty() {
+                    last
+                } else {
+                    last.max(span.end)
+                };
                 let node = Node {
                     kind: NodeKind::Map(entries),
                     span: Span::new(start, end),
@@ -390,53 +420,75 @@ pub(crate) fn parse(rep: &mut Reporter) -> Option<Node> {
         match stack.last_mut() {
             None => root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, key, .. }) => match key.take() {
-                None => {
-                    if !matches!(node.kind, NodeKind::Scalar(_) | NodeKind::Null) {
-                        rep.push(
-                            Diagnostic::error(format!(
-                                "a mapping key must be a name, found {}",
-                                node.kind_name()
-                            ))
-                            .label(node.head_span(&text), "this key"),
-                        );
+            Some(Frame::Map { entries, key, .. }) => {
+                match key.take() {
+                    None => {
+                        if !matches!(node.kind, NodeKind::Scalar(_) | NodeKind::Null) {
+                            rep.push(
+                                Diagnostic::error(format!(
+                                    "a mapping key must be a name, found {}",
+                                    node.kind_name()
+                                ))
+                                .label(node.head_span(&text), "this key"),
+                            );
+                        }
+                        *key = Some(node);
                     }
-                    *key = Some(node);
-                }
-                Some(k) => {
-                    let name = match &k.kind {
-                        NodeKind::Scalar(s) => Some(s.value.as_str()),
-                        NodeKind::Null => Some(""),
-                        _ => None,
-                    };
-                    let first = name.and_then(|name| {
-                        entries
-                            .iter()
-                            .find(|e| matches!(&e.key.kind, NodeKind::Scalar(s) if s.value == name))
-                    });
-                    if let Some(first) = first {
-                        rep.push(
+                    Some(k) => {
+                        let name = match &k.kind {
+                            NodeKind::Scalar(s) => Some(s.value.as_str()),
+                            NodeKind::Null => Some(""),
+                            _ => None,
+                        };
+                        let first = name.and_then(|name| {
+                            entries.iter().find(
+                                |e| matches!(&e.key.kind, NodeKind::Scalar(s) if s.value == name),
+                            )
+                        });
+                        if let Some(first) = first {
+                            rep.push(
                             Diagnostic::error(format!("duplicate key `{}`", first.key_str()))
                                 .label(k.span, "defined again here")
                                 .label(first.key.span, "first defined here")
                                 .help("each key may appear once in a mapping; remove or rename one"),
                         );
-                    } else if matches!(k.kind, NodeKind::Scalar(_)) {
-                        entries.push(Entry { key: k, value: node });
-                    } else if k.is_null() {
-                        rep.push(
-                            Diagnostic::error("empty mapping key")
-                                .label(Span::point(k.span.start), "a name is missing here"),
-                        );
+                        } else if matches!(k.kind, NodeKind::Scalar(_)) {
+                            entries.push(Entry {
+                                key: k,
+                                value: node,
+                            });
+                        } else if k.is_null() {
+                            rep.push(
+                                Diagnostic::error("empty mapping key")
+                                    .label(Span::point(k.span.start), "a name is missing here"),
+                            );
+                        }
                     }
                 }
-            },
+            }
         }
     }
     Some(root.unwrap_or(Node {
         kind: NodeKind::Null,
         span: Span::point(0),
     }))
+}
+
+/// The offset of the last `open` in `before` that has no matching `close` (quotes and
+/// comments are not considered: this only serves a hint).
+fn unclosed(before: &str, open: char, close: char) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, c) in before.char_indices().rev() {
+        if c == close {
+            depth += 1;
+        } else if c == open {
+            if depth == 0 {
+                return Some(i);
+            }
+            depth -= 1;
+        }
+    }
+    None
 }
 
 fn count_nodes(n: &Node) -> usize {
@@ -466,7 +518,11 @@ mod tests {
     fn errors(text: &str) -> Vec<String> {
         let mut rep = Reporter::new("t.yaml", Arc::new(text.to_string()));
         let _ = parse(&mut rep);
-        rep.finish().0.iter().map(|d| d.message().to_string()).collect()
+        rep.finish()
+            .0
+            .iter()
+            .map(|d| d.message().to_string())
+            .collect()
     }
 
     fn slice(text: &str, s: Span) -> &str {
@@ -513,7 +569,18 @@ mod tests {
         let e = errors("a: [1, 2\n");
         assert_eq!(e.len(), 1);
         assert!(e[0].starts_with("invalid YAML"), "{e:?}");
-        assert_eq!(errors("a: 1\n---\nb: 2\n"), vec!["a spec is a single YAML document"]);
+        assert_eq!(
+            errors("a: 1\n---\nb: 2\n"),
+            vec!["a spec is a single YAML document"]
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error() {
+        let text = format!("a: {}1{}\n", "[".repeat(100), "]".repeat(100));
+        assert_eq!(errors(&text), vec!["the spec is nested too deeply"]);
+        let text = format!("a: {}1{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(errors(&text).len(), 1);
     }
 
     #[test]

@@ -77,10 +77,10 @@ fn to_dense(hashes: &[u64]) -> Vec<u8> {
 
 fn add_dense(regs: &mut [u8], h: u64) {
     let (i, r) = register(h);
-    if let Some(slot) = regs.get_mut(i) {
-        if *slot < r {
-            *slot = r;
-        }
+    if let Some(slot) = regs.get_mut(i)
+        && *slot < r
+    {
+        *slot = r;
     }
 }
 

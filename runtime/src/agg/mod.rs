@@ -9,6 +9,7 @@
 mod hll;
 mod quantile;
 
+use std::cmp::Ordering;
 use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
@@ -72,9 +73,12 @@ impl<T: PartialOrd + Clone> Min<T> {
         if is_nan_like(&v) {
             return;
         }
-        match &self.0 {
-            Some(cur) if !(v < *cur) => {}
-            _ => self.0 = Some(v),
+        let smaller = match &self.0 {
+            None => true,
+            Some(cur) => v.partial_cmp(cur) == Some(Ordering::Less),
+        };
+        if smaller {
+            self.0 = Some(v);
         }
     }
     /// Adds the minimum of `other`.
@@ -95,9 +99,12 @@ impl<T: PartialOrd + Clone> Max<T> {
         if is_nan_like(&v) {
             return;
         }
-        match &self.0 {
-            Some(cur) if !(v > *cur) => {}
-            _ => self.0 = Some(v),
+        let larger = match &self.0 {
+            None => true,
+            Some(cur) => v.partial_cmp(cur) == Some(Ordering::Greater),
+        };
+        if larger {
+            self.0 = Some(v);
         }
     }
     /// Adds the maximum of `other`.
@@ -345,7 +352,13 @@ mod tests {
     fn first_last_ties_by_arrival() {
         let mut f = First::default();
         let mut l = Last::default();
-        for (ts, seq, v) in [(5, 1, "a"), (3, 2, "b"), (3, 3, "c"), (9, 4, "d"), (9, 5, "e")] {
+        for (ts, seq, v) in [
+            (5, 1, "a"),
+            (3, 2, "b"),
+            (3, 3, "c"),
+            (9, 4, "d"),
+            (9, 5, "e"),
+        ] {
             f.add(ts, seq, v);
             l.add(ts, seq, v);
         }

@@ -27,6 +27,13 @@ fn clamp(v: i128) -> i64 {
 
 /// The start of the tumbling window holding `ts` (may lie below `i64::MIN`).
 fn tumbling_start(ts: i64, size: i64, offset: i64) -> i128 {
+    // i64 fast path (i128 division is a library call); exact whenever nothing overflows.
+    if let Some(start) = ts
+        .checked_sub(offset)
+        .and_then(|d| ts.checked_sub(d.rem_euclid(size)))
+    {
+        return i128::from(start);
+    }
     let ts = i128::from(ts);
     ts - (ts - i128::from(offset)).rem_euclid(i128::from(size))
 }
@@ -41,6 +48,15 @@ pub fn tumbling_window(ts: i64, size: i64, offset: i64) -> (i64, i64) {
 /// The starts `s` of the sliding windows holding `ts`, as the inclusive range
 /// `(first, last)` stepped by `slide` (computed in i128: no overflow).
 fn sliding_starts(ts: i64, size: i64, slide: i64) -> (i128, i128) {
+    // i64 fast path, as for tumbling windows.
+    if let Some(last) = ts.checked_sub(ts.rem_euclid(slide))
+        && let Some(lo) = ts.checked_sub(size).and_then(|v| v.checked_add(1))
+        && let Some(first) = lo
+            .checked_neg()
+            .and_then(|n| lo.checked_add(n.rem_euclid(slide)))
+    {
+        return (i128::from(first), i128::from(last));
+    }
     let (ts, size, slide) = (i128::from(ts), i128::from(size), i128::from(slide));
     let last = ts - ts.rem_euclid(slide);
     let lo = ts - size + 1;
@@ -105,7 +121,7 @@ struct Win<A> {
     acc: A,
 }
 
-type Wins<A> = SmallVec<[Win<A>; 2]>;
+type Wins<A> = SmallVec<[Win<A>; 1]>;
 
 /// Tumbling or sliding windows of every key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -298,7 +314,7 @@ mod tests {
         assert_eq!(s, i64::MIN); // clamped: the true start lies below i64::MIN
         assert!(e > s);
         let (s, e) = tumbling_window(i64::MAX, 60_000, 17);
-        assert!(s <= i64::MAX && e == i64::MAX);
+        assert!(s < e && e == i64::MAX);
         let (s, e) = tumbling_window(i64::MIN, i64::MAX, i64::MAX);
         assert!(s <= e);
         let (s, e) = tumbling_window(i64::MAX, i64::MAX, i64::MIN);
@@ -311,11 +327,20 @@ mod tests {
             sliding_windows(12, 30, 10),
             vec![(-10, 20), (0, 30), (10, 40)]
         );
-        assert_eq!(sliding_windows(10, 30, 10), vec![(-10, 20), (0, 30), (10, 40)]);
-        assert_eq!(sliding_windows(-1, 30, 10), vec![(-30, 0), (-20, 10), (-10, 20)]);
+        assert_eq!(
+            sliding_windows(10, 30, 10),
+            vec![(-10, 20), (0, 30), (10, 40)]
+        );
+        assert_eq!(
+            sliding_windows(-1, 30, 10),
+            vec![(-30, 0), (-20, 10), (-10, 20)]
+        );
         for ts in -100..100 {
             assert_eq!(sliding_windows(ts, 60, 15).len(), 4);
-            assert_eq!(sliding_windows(ts, 10, 10), vec![tumbling_window(ts, 10, 0)]);
+            assert_eq!(
+                sliding_windows(ts, 10, 10),
+                vec![tumbling_window(ts, 10, 0)]
+            );
             for (s, e) in sliding_windows(ts, 60, 15) {
                 assert!(s <= ts && ts < e && s.rem_euclid(15) == 0 && e - s == 60);
             }
@@ -327,15 +352,63 @@ mod tests {
     }
 
     #[test]
+    fn fast_paths_agree_with_wide_arithmetic() {
+        let wide_tumbling = |ts: i64, size: i64, offset: i64| {
+            let ts = i128::from(ts);
+            ts - (ts - i128::from(offset)).rem_euclid(i128::from(size))
+        };
+        let wide_sliding = |ts: i64, size: i64, slide: i64| {
+            let (ts, size, slide) = (i128::from(ts), i128::from(size), i128::from(slide));
+            let lo = ts - size + 1;
+            (lo + (-lo).rem_euclid(slide), ts - ts.rem_euclid(slide))
+        };
+        let times = [
+            i64::MIN,
+            i64::MIN + 1,
+            i64::MIN + 59_999,
+            -60_001,
+            -1,
+            0,
+            1,
+            59_999,
+        ];
+        let times = times
+            .into_iter()
+            .chain([i64::MAX - 60_000, i64::MAX - 1, i64::MAX]);
+        for ts in times {
+            for size in [1, 7, 60_000, i64::MAX] {
+                for offset in [i64::MIN, -13, 0, 5, i64::MAX] {
+                    assert_eq!(
+                        tumbling_start(ts, size, offset),
+                        wide_tumbling(ts, size, offset)
+                    );
+                }
+                for slide in [1, 7, 15_000, i64::MAX] {
+                    assert_eq!(
+                        sliding_starts(ts, size, slide),
+                        wide_sliding(ts, size, slide)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn live_starts_skip_dead_prefix() {
-        let a = Assigner::Sliding { size: 30, slide: 10 };
+        let a = Assigner::Sliding {
+            size: 30,
+            slide: 10,
+        };
         // Windows of ts=25: [0,30) [10,40) [20,50). At wm=35, L=0: [0,30) is dead.
         assert_eq!(a.live_starts(25, 35, 0), (10, 20, 10));
         // With lateness 10, [0,30) lives while wm < 40.
         assert_eq!(a.live_starts(25, 35, 10), (0, 20, 10));
         let (f, l, _) = a.live_starts(25, 50, 0);
         assert!(f > l);
-        let t = Assigner::Tumbling { size: 10, offset: 0 };
+        let t = Assigner::Tumbling {
+            size: 10,
+            offset: 0,
+        };
         assert_eq!(t.live_starts(5, 9, 0), (0, 0, 1));
         let (f, l, _) = t.live_starts(5, 10, 0);
         assert!(f > l);

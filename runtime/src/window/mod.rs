@@ -129,12 +129,14 @@ where
         let spec = spec.normalized();
         let lateness = spec.allowed_lateness;
         let state = match spec.kind {
-            WindowKind::Tumbling { size, offset } => {
-                State::Fixed(FixedWindows::new(fixed::Assigner::Tumbling { size, offset }, lateness))
-            }
-            WindowKind::Sliding { size, slide } => {
-                State::Fixed(FixedWindows::new(fixed::Assigner::Sliding { size, slide }, lateness))
-            }
+            WindowKind::Tumbling { size, offset } => State::Fixed(FixedWindows::new(
+                fixed::Assigner::Tumbling { size, offset },
+                lateness,
+            )),
+            WindowKind::Sliding { size, slide } => State::Fixed(FixedWindows::new(
+                fixed::Assigner::Sliding { size, slide },
+                lateness,
+            )),
             WindowKind::Session { gap } => State::Session(Sessions::new(gap, lateness)),
         };
         WindowOperator {

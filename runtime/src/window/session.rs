@@ -21,19 +21,37 @@ use super::{Aggregator, Emission};
 struct Win<A> {
     start: i64,
     end: i64,
-    /// The revision of the next firing; 0 = never fired.
+    /// The revision of the next firing (a merged session starts at one more than the
+    /// last revision its absorbed sessions emitted).
     next_rev: u32,
+    /// Whether this session, with these bounds, has emitted (its last emission had
+    /// revision `next_rev - 1`).
+    fired: bool,
     acc: A,
 }
 
-impl<A> Win<A> {
+impl<A: Aggregator> Win<A> {
     /// When this session next needs the watermark: firing, then purging.
     fn action_at(&self, lateness: i64) -> i64 {
-        if self.next_rev == 0 {
-            self.end
-        } else {
+        if self.fired {
             self.end.saturating_add(lateness)
+        } else {
+            self.end
         }
+    }
+
+    /// Emits the next revision of this session.
+    fn fire<K>(&mut self, key: K, out: &mut Vec<Emission<K, A::Output>>) {
+        out.push(Emission {
+            key,
+            start: self.start,
+            end: self.end,
+            revision: self.next_rev,
+            retracted: false,
+            out: self.acc.output(),
+        });
+        self.next_rev = self.next_rev.saturating_add(1);
+        self.fired = true;
     }
 }
 
@@ -45,7 +63,7 @@ struct KeySessions<A> {
     wins: SmallVec<[Win<A>; 1]>,
 }
 
-impl<A> KeySessions<A> {
+impl<A: Aggregator> KeySessions<A> {
     fn next_action(&self, lateness: i64) -> i64 {
         self.wins
             .iter()
@@ -190,15 +208,7 @@ where
             let w = &mut ks.wins[i];
             update(&mut w.acc);
             if w.end <= wm {
-                out.push(Emission {
-                    key: key.clone(),
-                    start: w.start,
-                    end: w.end,
-                    revision: w.next_rev,
-                    retracted: false,
-                    out: w.acc.output(),
-                });
-                w.next_rev = w.next_rev.saturating_add(1);
+                w.fire(key.clone(), out);
             }
             return true;
         }
@@ -207,20 +217,26 @@ where
             cstart = cstart.min(ks.wins[i].start);
             cend = cend.max(ks.wins[j - 1].end);
         }
+        // A merge (bounds change: the in-place case returned above). Each absorbed
+        // session that has emitted is retracted with its last emission (its
+        // accumulator is unchanged since, as every change to a fired session re-fires
+        // it); the merged session's next revision is 1 + the largest revision those
+        // emitted, 0 if none did. (Revisions of an absorbed session that never emitted
+        // are not inherited: it emitted none.)
         let mut acc: Option<A> = None;
         let mut next_rev = 0u32;
         for w in ks.wins.drain(i..j) {
-            if w.next_rev > 0 && (w.start, w.end) != (cstart, cend) {
+            if w.fired {
                 out.push(Emission {
                     key: key.clone(),
                     start: w.start,
                     end: w.end,
-                    revision: w.next_rev - 1,
+                    revision: w.next_rev.saturating_sub(1),
                     retracted: true,
                     out: w.acc.output(),
                 });
+                next_rev = next_rev.max(w.next_rev);
             }
-            next_rev = next_rev.max(w.next_rev);
             match &mut acc {
                 Some(a) => a.merge(w.acc),
                 None => acc = Some(w.acc),
@@ -233,18 +249,11 @@ where
             start: cstart,
             end: cend,
             next_rev,
+            fired: false,
             acc,
         };
         if cend <= wm {
-            out.push(Emission {
-                key: key.clone(),
-                start: cstart,
-                end: cend,
-                revision: win.next_rev,
-                retracted: false,
-                out: win.acc.output(),
-            });
-            win.next_rev = win.next_rev.saturating_add(1);
+            win.fire(key.clone(), out);
         }
         ks.wins.insert(i, win);
         self.live += 1;
@@ -278,16 +287,8 @@ where
             // `t` is the least action time of the key, so at most the one session
             // ending at `t` fires (sessions of a key have distinct ends).
             for w in ks.wins.iter_mut() {
-                if w.next_rev == 0 && w.end <= t {
-                    out.push(Emission {
-                        key: key.clone(),
-                        start: w.start,
-                        end: w.end,
-                        revision: 0,
-                        retracted: false,
-                        out: w.acc.output(),
-                    });
-                    w.next_rev = 1;
+                if !w.fired && w.end <= t {
+                    w.fire(key.clone(), out);
                 }
             }
             let before = ks.wins.len();

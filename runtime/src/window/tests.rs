@@ -21,6 +21,8 @@ impl Aggregator for Vals {
 
 type Op<K = u32> = WindowOperator<K, Vals>;
 type Out<K = u32> = Vec<Emission<K, Vec<i64>>>;
+/// An emission as a tuple: (key, start, end, revision, retracted, values).
+type Row = (u32, i64, i64, u32, bool, Vec<i64>);
 
 fn op(kind: WindowKind, allowed_lateness: i64) -> Op {
     WindowOperator::new(WindowSpec {
@@ -38,19 +40,19 @@ fn session(gap: i64, l: i64) -> Op {
 }
 
 /// Processes event `ts` of key `k` (its value is `ts`); returns (accepted, emissions).
-fn ev(o: &mut Op, k: u32, ts: i64) -> (bool, Vec<(u32, i64, i64, u32, bool, Vec<i64>)>) {
+fn ev(o: &mut Op, k: u32, ts: i64) -> (bool, Vec<Row>) {
     let mut out = Out::new();
     let ok = o.process(&k, ts, |a| a.0.push(ts), &mut out);
     (ok, flat(out))
 }
 
-fn adv(o: &mut Op, wm: i64) -> Vec<(u32, i64, i64, u32, bool, Vec<i64>)> {
+fn adv(o: &mut Op, wm: i64) -> Vec<Row> {
     let mut out = Out::new();
     o.advance(wm, &mut out);
     flat(out)
 }
 
-fn flat(out: Out) -> Vec<(u32, i64, i64, u32, bool, Vec<i64>)> {
+fn flat(out: Out) -> Vec<Row> {
     out.into_iter()
         .map(|e| (e.key, e.start, e.end, e.revision, e.retracted, e.out))
         .collect()
@@ -74,7 +76,10 @@ fn tumbling_fires_in_order_and_purges() {
     assert_eq!(adv(&mut o, 9), vec![]);
     assert_eq!(
         adv(&mut o, 10),
-        vec![(1, 0, 10, 0, false, vec![1, 5]), (2, 0, 10, 0, false, vec![3])]
+        vec![
+            (1, 0, 10, 0, false, vec![1, 5]),
+            (2, 0, 10, 0, false, vec![3])
+        ]
     );
     assert_eq!(o.live_windows(), 1);
     // [0, 10) is gone: too late, nothing touched.
@@ -128,8 +133,14 @@ fn late_event_creating_a_kept_window_fires_it_at_once() {
     let mut o = tumbling(10, 0, 10);
     adv(&mut o, 15);
     // [0, 10) never had state, but is within lateness: it fires at once, revision 0.
-    assert_eq!(ev(&mut o, 7, 4), (true, vec![(7, 0, 10, 0, false, vec![4])]));
-    assert_eq!(ev(&mut o, 7, 5), (true, vec![(7, 0, 10, 1, false, vec![4, 5])]));
+    assert_eq!(
+        ev(&mut o, 7, 4),
+        (true, vec![(7, 0, 10, 0, false, vec![4])])
+    );
+    assert_eq!(
+        ev(&mut o, 7, 5),
+        (true, vec![(7, 0, 10, 1, false, vec![4, 5])])
+    );
     assert_eq!(adv(&mut o, 19), vec![]);
     assert_eq!(o.live_windows(), 1);
     assert_eq!(adv(&mut o, 20), vec![]);
@@ -138,7 +149,13 @@ fn late_event_creating_a_kept_window_fires_it_at_once() {
 
 #[test]
 fn sliding_updates_only_live_windows() {
-    let mut o = op(WindowKind::Sliding { size: 20, slide: 10 }, 0);
+    let mut o = op(
+        WindowKind::Sliding {
+            size: 20,
+            slide: 10,
+        },
+        0,
+    );
     ev(&mut o, 1, 15); // [0,20) and [10,30)
     assert_eq!(o.live_windows(), 2);
     assert_eq!(adv(&mut o, 20), vec![(1, 0, 20, 0, false, vec![15])]);
@@ -157,7 +174,13 @@ fn sliding_updates_only_live_windows() {
 
 #[test]
 fn sliding_late_event_refires_every_kept_window_in_order() {
-    let mut o = op(WindowKind::Sliding { size: 30, slide: 10 }, 100);
+    let mut o = op(
+        WindowKind::Sliding {
+            size: 30,
+            slide: 10,
+        },
+        100,
+    );
     ev(&mut o, 1, 25);
     adv(&mut o, 60);
     assert_eq!(
@@ -225,7 +248,10 @@ fn session_event_inside_a_session_is_never_too_late_while_it_lives() {
     // Another key, same time: nothing to touch, too late.
     assert_eq!(ev(&mut o, 2, 2), (false, vec![]));
     assert_eq!(o.live_keys(), 1);
-    assert_eq!(adv(&mut o, 20), vec![(1, 0, 20, 0, false, vec![0, 1, 2, 10])]);
+    assert_eq!(
+        adv(&mut o, 20),
+        vec![(1, 0, 20, 0, false, vec![0, 1, 2, 10])]
+    );
     assert_empty(&o);
 }
 
@@ -236,10 +262,7 @@ fn session_merge_after_firing_retracts() {
     assert_eq!(adv(&mut o, 10), vec![(1, 0, 10, 0, false, vec![0])]);
     // In place: [3,13) is not inside [0,10), so this is a merge into [0,13).
     // The absorbed, fired [0,10) is retracted; [0,13) is not due yet.
-    assert_eq!(
-        ev(&mut o, 1, 3),
-        (true, vec![(1, 0, 10, 0, true, vec![0])])
-    );
+    assert_eq!(ev(&mut o, 1, 3), (true, vec![(1, 0, 10, 0, true, vec![0])]));
     assert_eq!(adv(&mut o, 12), vec![]);
     assert_eq!(adv(&mut o, 13), vec![(1, 0, 13, 1, false, vec![0, 3])]);
     // Inside [0,13): updated in place, re-fires at once.
@@ -260,9 +283,12 @@ fn session_merge_of_fired_windows_fires_at_once() {
     ev(&mut o, 1, 20); // [20,30)
     assert_eq!(
         adv(&mut o, 30),
-        vec![(1, 0, 10, 0, false, vec![0]), (1, 20, 30, 0, false, vec![20])]
+        vec![
+            (1, 0, 10, 0, false, vec![0]),
+            (1, 20, 30, 0, false, vec![20])
+        ]
     );
-    ev(&mut o, 1, 25); // in place: [20,30) revision 1
+    ev(&mut o, 1, 20); // in place: [20,30) revision 1
     // [10,20) bridges both: retract both (last revisions 0 and 1), fire [0,30) at
     // once with revision 1 + max(0, 1) = 2.
     assert_eq!(
@@ -271,8 +297,8 @@ fn session_merge_of_fired_windows_fires_at_once() {
             true,
             vec![
                 (1, 0, 10, 0, true, vec![0]),
-                (1, 20, 30, 1, true, vec![20, 25]),
-                (1, 0, 30, 2, false, vec![0, 10, 20, 25]),
+                (1, 20, 30, 1, true, vec![20, 20]),
+                (1, 0, 30, 2, false, vec![0, 10, 20, 20]),
             ]
         )
     );
@@ -285,10 +311,15 @@ fn session_merge_of_fired_windows_fires_at_once() {
 fn session_new_late_session_within_lateness_fires_at_once() {
     let mut o = session(10, 10);
     adv(&mut o, 100);
-    assert_eq!(ev(&mut o, 1, 85), (false, vec![])); // 85 + 10 + 10 <= 100
-    assert_eq!(ev(&mut o, 1, 86), (true, vec![(1, 86, 96, 0, false, vec![86])]));
+    assert_eq!(ev(&mut o, 1, 80), (false, vec![])); // 80 + 10 + 10 <= 100
+    assert_eq!(
+        ev(&mut o, 1, 81),
+        (true, vec![(1, 81, 91, 0, false, vec![81])])
+    );
     assert_eq!(o.pending_timers(), 1);
-    assert_eq!(adv(&mut o, 106), vec![]);
+    assert_eq!(adv(&mut o, 100), vec![]);
+    assert_eq!(o.live_windows(), 1);
+    assert_eq!(adv(&mut o, 101), vec![]);
     assert_empty(&o);
 }
 
@@ -323,7 +354,10 @@ fn extreme_times_and_sizes_do_not_panic() {
             offset: i64::MIN,
         },
         WindowKind::Tumbling { size: 0, offset: 5 },
-        WindowKind::Sliding { size: 30, slide: 10 },
+        WindowKind::Sliding {
+            size: 30,
+            slide: 10,
+        },
         WindowKind::Sliding { size: -3, slide: 0 },
         WindowKind::Session { gap: 10 },
         WindowKind::Session { gap: i64::MAX },
@@ -376,4 +410,61 @@ fn state_round_trips_through_serde() {
     let json = serde_json::to_string(&f).expect("serialize");
     let mut g: Op = serde_json::from_str(&json).expect("deserialize");
     assert_eq!(adv(&mut f, i64::MAX), adv(&mut g, i64::MAX));
+}
+
+#[test]
+fn merged_window_inherits_only_emitted_revisions() {
+    let mut o = session(10, 100);
+    ev(&mut o, 1, 0);
+    adv(&mut o, 10); // [0,10) fires revision 0
+    // [5,15) merges: retract [0,10); [0,15) is due at 15, next revision 1.
+    assert_eq!(ev(&mut o, 1, 5), (true, vec![(1, 0, 10, 0, true, vec![0])]));
+    // [14,24) merges [0,15) (never emitted) into [0,24): nothing to retract, and no
+    // absorbed window has emitted a revision, so [0,24) starts at revision 0.
+    assert_eq!(ev(&mut o, 1, 14), (true, vec![]));
+    assert_eq!(adv(&mut o, 24), vec![(1, 0, 24, 0, false, vec![0, 5, 14])]);
+}
+
+/// The scenario of `pipelines/sessions.yaml` (tests/tests/windows.rs), at the operator:
+/// gap 5 s, lateness 30 s, watermark = max event time.
+#[test]
+fn sessions_fixture_scenario() {
+    let mut o = session(5000, 30_000);
+    let mut all = vec![];
+    let mut late = vec![];
+    let mut max = i64::MIN;
+    for (k, ts) in [
+        (0, 1000),
+        (0, 3000),
+        (1, 4000),
+        (0, 20000),
+        (0, 9000),
+        (0, 8000),
+        (2, 100_000),
+        (0, 2000),
+    ] {
+        let (ok, out) = ev(&mut o, k, ts);
+        if !ok {
+            late.push((k, ts));
+        }
+        all.extend(out);
+        max = max.max(ts);
+        all.extend(adv(&mut o, max));
+    }
+    all.extend(adv(&mut o, i64::MAX));
+    assert_eq!(late, vec![(0, 2000)]);
+    assert_eq!(
+        all,
+        vec![
+            (0, 1000, 8000, 0, false, vec![1000, 3000]),
+            (1, 4000, 9000, 0, false, vec![4000]),
+            (0, 9000, 14000, 0, false, vec![9000]),
+            (0, 1000, 8000, 0, true, vec![1000, 3000]),
+            (0, 9000, 14000, 0, true, vec![9000]),
+            (0, 1000, 14000, 1, false, vec![1000, 3000, 8000, 9000]),
+            (0, 20000, 25000, 0, false, vec![20000]),
+            (2, 100_000, 105_000, 0, false, vec![100_000]),
+        ]
+    );
+    assert_empty(&o);
 }

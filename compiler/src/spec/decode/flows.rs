@@ -18,17 +18,26 @@ impl Decoder<'_> {
             return None;
         }
         let what = format!("flow `{}`", name.value);
-        let mut keys = self.keys(&entry.value, what, entry.key.span, &["from", "steps", "to", "late"], false)?;
+        let mut keys = self.keys(
+            &entry.value,
+            what,
+            entry.key.span,
+            &["from", "steps", "to", "late"],
+            false,
+        )?;
         let mut flow = FlowDecl {
             name,
             from: None,
             steps: Vec::new(),
-            steps_complete: true,
             to: Vec::new(),
             late: None,
         };
         flow.from = self
-            .require(&mut keys, "from", Some("name the source or flow this flow reads: `from: clicks`"))
+            .require(
+                &mut keys,
+                "from",
+                Some("name the source or flow this flow reads: `from: clicks`"),
+            )
             .and_then(|e| self.name(e, "source or flow name"));
         if let Some(e) = keys.get("steps") {
             self.steps(e, &mut flow);
@@ -48,24 +57,37 @@ impl Decoder<'_> {
             NodeKind::Seq(items) => items,
             NodeKind::Null => &[],
             _ => {
-                self.expected(&entry.value, "a list of steps (`- filter: ...`)", entry.key.span);
-                flow.steps_complete = false;
+                self.expected(
+                    &entry.value,
+                    "a list of steps (`- filter: ...`)",
+                    entry.key.span,
+                );
+                flow.steps.push(StepDecl {
+                    span: entry.key.span,
+                    kind: None,
+                });
                 return;
             }
         };
         for item in items {
-            match self.step(item, entry.key.span) {
-                Some(step) => flow.steps.push(step),
-                None => flow.steps_complete = false,
-            }
+            let span = match &item.kind {
+                NodeKind::Map(entries) if !entries.is_empty() => entries[0].key.span,
+                _ => item.head_span(&self.text),
+            };
+            let kind = self.step(item, entry.key.span);
+            flow.steps.push(StepDecl { span, kind });
         }
     }
 
-    fn step(&mut self, item: &Node, anchor: Span) -> Option<StepDecl> {
+    fn step(&mut self, item: &Node, anchor: Span) -> Option<StepKind> {
         let entries = match &item.kind {
             NodeKind::Map(entries) if !entries.is_empty() => entries,
             _ => {
-                self.expected(item, "a step such as `filter: EXPR` or `window: {...}`", anchor);
+                self.expected(
+                    item,
+                    "a step such as `filter: EXPR` or `window: {...}`",
+                    anchor,
+                );
                 return None;
             }
         };
@@ -101,7 +123,9 @@ impl Decoder<'_> {
                 StepKind::KeyBy(fields)
             }
             "window" => StepKind::Window(self.window(e)),
-            "aggregate" => StepKind::Aggregate(self.named_exprs(e, "aggregate", "aggregate name")?),
+            "aggregate" => {
+                StepKind::Aggregate(self.named_exprs(e, "aggregate", "aggregate name")?)
+            }
             k if LATER_STEP_KINDS.contains(&k) => {
                 self.error(
                     Diagnostic::error(format!("`{k}` steps are not supported yet"))
@@ -111,7 +135,8 @@ impl Decoder<'_> {
                 return None;
             }
             other => {
-                let suggestion = did_you_mean(other, STEP_KINDS.iter().chain(&LATER_STEP_KINDS).copied());
+                let suggestion =
+                    did_you_mean(other, STEP_KINDS.iter().chain(&LATER_STEP_KINDS).copied());
                 let message = match suggestion {
                     Some(s) => format!("unknown step `{other}`; did you mean `{s}`?"),
                     None => format!("unknown step `{other}`"),
@@ -124,7 +149,7 @@ impl Decoder<'_> {
                 return None;
             }
         };
-        Some(StepDecl { span, kind })
+        Some(kind)
     }
 
     /// `map` and `aggregate`: a mapping of names to expressions.
@@ -135,7 +160,11 @@ impl Decoder<'_> {
         what: &str,
     ) -> Option<Vec<(Spanned<String>, Option<crate::spec::expr::Expr>)>> {
         let NodeKind::Map(entries) = &e.value.kind else {
-            self.expected(&e.value, &format!("a mapping of names to expressions for `{step}`"), e.key.span);
+            self.expected(
+                &e.value,
+                &format!("a mapping of names to expressions for `{step}`"),
+                e.key.span,
+            );
             return None;
         };
         if entries.is_empty() {
@@ -165,18 +194,30 @@ impl Decoder<'_> {
             &e.value,
             "window",
             e.key.span,
-            &["tumbling", "offset", "sliding", "session", "allowed_lateness"],
+            &[
+                "tumbling",
+                "offset",
+                "sliding",
+                "session",
+                "allowed_lateness",
+            ],
             false,
         )?;
-        let kinds: Vec<&Entry> = ["tumbling", "sliding", "session"].iter().filter_map(|n| k.get(n)).collect();
+        let mut kinds: Vec<&Entry> = ["tumbling", "sliding", "session"]
+            .iter()
+            .filter_map(|n| k.get(n))
+            .collect();
+        kinds.sort_by_key(|e| e.key.span.start);
         let offset = k.get("offset");
         let lateness = k.get("allowed_lateness");
+        let has_unknown = k.has_unknown();
         self.finish(k);
         let allowed_lateness = match lateness {
             Some(l) => self.duration(l, "`allowed_lateness`", false),
             None => Some(0),
         };
         let kind = match kinds.as_slice() {
+            [] if has_unknown => return None,
             [] => {
                 self.error(
                     Diagnostic::error("window has no kind")
@@ -217,9 +258,23 @@ impl Decoder<'_> {
                 }
                 "sliding" => {
                     self.no_offset(offset)?;
-                    let mut sk = self.keys(&one.value, "sliding window", one.key.span, &["size", "slide"], false)?;
-                    let size = self.require(&mut sk, "size", Some("write `sliding: {size: 10m, slide: 1m}`"));
-                    let slide = self.require(&mut sk, "slide", Some("write `sliding: {size: 10m, slide: 1m}`"));
+                    let mut sk = self.keys(
+                        &one.value,
+                        "sliding window",
+                        one.key.span,
+                        &["size", "slide"],
+                        false,
+                    )?;
+                    let size = self.require(
+                        &mut sk,
+                        "size",
+                        Some("write `sliding: {size: 10m, slide: 1m}`"),
+                    );
+                    let slide = self.require(
+                        &mut sk,
+                        "slide",
+                        Some("write `sliding: {size: 10m, slide: 1m}`"),
+                    );
                     self.finish(sk);
                     let (size_e, slide_e) = (size?, slide?);
                     let size = self.duration(size_e, "the window size", false);
@@ -232,7 +287,11 @@ impl Decoder<'_> {
                     if size % slide != 0 {
                         let lower = size / slide * slide;
                         let suggestion = if lower > 0 {
-                            format!("`size: {}` or `size: {}`", format_duration(lower), format_duration(lower + slide))
+                            format!(
+                                "`size: {}` or `size: {}`",
+                                format_duration(lower),
+                                format_duration(lower + slide)
+                            )
                         } else {
                             format!("`size: {}`", format_duration(slide))
                         };
@@ -244,7 +303,9 @@ impl Decoder<'_> {
                             ))
                             .label(size_e.value.span, "size")
                             .label(slide_e.value.span, "slide")
-                            .help(format!("each event belongs to size/slide windows; use {suggestion}")),
+                            .help(format!(
+                                "each event belongs to size/slide windows; use {suggestion}"
+                            )),
                         );
                         return None;
                     }
@@ -252,7 +313,8 @@ impl Decoder<'_> {
                 }
                 _ => {
                     self.no_offset(offset)?;
-                    let mut sk = self.keys(&one.value, "session window", one.key.span, &["gap"], false)?;
+                    let mut sk =
+                        self.keys(&one.value, "session window", one.key.span, &["gap"], false)?;
                     let gap = self.require(&mut sk, "gap", Some("write `session: {gap: 30s}`"));
                     self.finish(sk);
                     let gap_e = gap?;

@@ -13,7 +13,9 @@ use crate::plan::Millis;
 
 use super::ast::{Spanned, Spec};
 use super::expr::{self, Expr};
-use super::values::{ValueError, is_identifier, is_pipeline_name, parse_duration, suggest_identifier};
+use super::values::{
+    ValueError, is_identifier, is_pipeline_name, parse_duration, suggest_identifier,
+};
 use super::yaml::{Entry, Node, NodeKind};
 
 /// Decodes a parsed document.
@@ -43,10 +45,22 @@ pub(super) struct Keys<'n> {
 impl<'n> Keys<'n> {
     /// The entry for `key`, if present (and marks it read).
     pub fn get(&mut self, key: &str) -> Option<&'n Entry> {
-        debug_assert!(self.allowed.contains(&key), "{key} not in {:?}", self.allowed);
+        debug_assert!(
+            self.allowed.contains(&key),
+            "{key} not in {:?}",
+            self.allowed
+        );
         let i = self.entries.iter().position(|e| e.key_str() == key)?;
         self.used[i] = true;
         Some(&self.entries[i])
+    }
+
+    /// Whether the mapping has keys that are not allowed (reported by `finish`): then a
+    /// "missing kind" error would only repeat a typo.
+    pub fn has_unknown(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| !self.allowed.contains(&e.key_str()))
     }
 
     pub fn what(&self) -> &str {
@@ -121,7 +135,12 @@ impl Decoder<'_> {
     }
 
     /// The entry for a required key, or an error pointing at the mapping's owner.
-    pub fn require<'n>(&mut self, keys: &mut Keys<'n>, key: &str, help: Option<&str>) -> Option<&'n Entry> {
+    pub fn require<'n>(
+        &mut self,
+        keys: &mut Keys<'n>,
+        key: &str,
+        help: Option<&str>,
+    ) -> Option<&'n Entry> {
         let entry = keys.get(key);
         if entry.is_none() {
             let what = keys.what.clone();
@@ -137,11 +156,21 @@ impl Decoder<'_> {
     /// "expected X, found Y" at `node` (or at `anchor` when the node is empty).
     pub fn expected(&mut self, node: &Node, what: &str, anchor: Span) {
         let (span, found) = match &node.kind {
-            NodeKind::Null => (if node.span.is_empty() { anchor } else { node.span }, "nothing".to_string()),
+            NodeKind::Null => (
+                if node.span.is_empty() {
+                    anchor
+                } else {
+                    node.span
+                },
+                "nothing".to_string(),
+            ),
             NodeKind::Scalar(s) => (node.span, format!("`{}`", short(&s.value))),
             _ => (node.head_span(&self.text), node.kind_name().to_string()),
         };
-        self.error(Diagnostic::error(format!("expected {what}, found {found}")).label(span, format!("expected {what}")));
+        self.error(
+            Diagnostic::error(format!("expected {what}, found {found}"))
+                .label(span, format!("expected {what}")),
+        );
     }
 
     /// A string scalar (numbers and booleans read as their text).
@@ -177,7 +206,9 @@ impl Decoder<'_> {
             return true;
         }
         let help = match suggest_identifier(&name.value, false) {
-            Some(s) => format!("names use letters, digits and `_`, and do not start with a digit: `{s}`"),
+            Some(s) => {
+                format!("names use letters, digits and `_`, and do not start with a digit: `{s}`")
+            }
             None => "names use letters, digits and `_`, and do not start with a digit".to_string(),
         };
         self.error(
@@ -197,12 +228,17 @@ impl Decoder<'_> {
                     return Some(v);
                 }
                 self.error(
-                    Diagnostic::error(format!("{what} `{}` is too large", s.value)).label(entry.value.span, "out of range"),
+                    Diagnostic::error(format!("{what} `{}` is too large", s.value))
+                        .label(entry.value.span, "out of range"),
                 );
                 return None;
             }
         }
-        self.expected(&entry.value, &format!("a non-negative integer for {what}"), entry.key.span);
+        self.expected(
+            &entry.value,
+            &format!("a non-negative integer for {what}"),
+            entry.key.span,
+        );
         None
     }
 
@@ -214,14 +250,22 @@ impl Decoder<'_> {
         {
             return Some(v);
         }
-        self.expected(&entry.value, &format!("a number for {what}"), entry.key.span);
+        self.expected(
+            &entry.value,
+            &format!("a number for {what}"),
+            entry.key.span,
+        );
         None
     }
 
     /// A duration (`250ms`, `10s`, `1m`, `1h`, `1d`); negative only when `negative_ok`.
     pub fn duration(&mut self, entry: &Entry, what: &str, negative_ok: bool) -> Option<Millis> {
         let NodeKind::Scalar(s) = &entry.value.kind else {
-            self.expected(&entry.value, &format!("a duration for {what} (such as `10s`)"), entry.key.span);
+            self.expected(
+                &entry.value,
+                &format!("a duration for {what} (such as `10s`)"),
+                entry.key.span,
+            );
             return None;
         };
         match parse_duration(&s.value) {
@@ -249,7 +293,11 @@ impl Decoder<'_> {
         match &entry.value.kind {
             NodeKind::Scalar(s) => {
                 let name = Spanned::new(s.value.clone(), entry.value.span);
-                Some(if self.check_identifier(&name, what) { vec![name] } else { Vec::new() })
+                Some(if self.check_identifier(&name, what) {
+                    vec![name]
+                } else {
+                    Vec::new()
+                })
             }
             NodeKind::Null => Some(Vec::new()),
             NodeKind::Seq(items) => {
@@ -276,12 +324,19 @@ impl Decoder<'_> {
 
     /// An expression string, parsed. Syntax errors are reported; None then.
     pub fn expr(&mut self, node: &Node, anchor: Span) -> Option<Expr> {
-        let NodeKind::Scalar(s) = &node.kind else {
-            self.expected(node, "an expression", anchor);
-            return None;
+        let (value, offsets) = match &node.kind {
+            NodeKind::Scalar(s) => (s.value.clone(), node.value_offsets(&self.text)),
+            // `NULL`, `null` and `~` are YAML nulls, and the SQL NULL.
+            NodeKind::Null if !node.span.is_empty() => (
+                self.text[node.span.start..node.span.end].to_string(),
+                (node.span.start..=node.span.end).collect(),
+            ),
+            _ => {
+                self.expected(node, "an expression", anchor);
+                return None;
+            }
         };
-        let offsets = node.value_offsets(&self.text);
-        match expr::parse(&s.value, &offsets) {
+        match expr::parse(&value, &offsets) {
             Ok(e) => Some(e),
             Err(e) => {
                 self.error(e.into_diagnostic());
@@ -299,23 +354,39 @@ impl Decoder<'_> {
                 for e in entries {
                     match &e.value.kind {
                         NodeKind::Scalar(s) => out.push((e.key_str().to_string(), s.value.clone())),
-                        _ => self.expected(&e.value, &format!("a scalar value for {what} `{}`", e.key_str()), e.key.span),
+                        _ => self.expected(
+                            &e.value,
+                            &format!("a scalar value for {what} `{}`", e.key_str()),
+                            e.key.span,
+                        ),
                     }
                 }
             }
-            _ => self.expected(&entry.value, &format!("a mapping for {what}"), entry.key.span),
+            _ => self.expected(
+                &entry.value,
+                &format!("a mapping for {what}"),
+                entry.key.span,
+            ),
         }
         out
     }
 
     /// Each entry of a mapping of named declarations (`sources:`, `flows:`, `sinks:`).
-    pub fn named_entries<'n>(&mut self, entry: Option<&'n Entry>, what: &str, required: bool, anchor: Span) -> &'n [Entry] {
+    pub fn named_entries<'n>(
+        &mut self,
+        entry: Option<&'n Entry>,
+        what: &str,
+        required: bool,
+        anchor: Span,
+    ) -> &'n [Entry] {
         let Some(entry) = entry else {
             if required {
                 self.error(
                     Diagnostic::error(format!("missing `{what}`"))
                         .label(anchor, format!("the spec needs `{what}`"))
-                        .help(format!("declare `{what}:` at the top level (see pipeline-spec.md)")),
+                        .help(format!(
+                            "declare `{what}:` at the top level (see pipeline-spec.md)"
+                        )),
                 );
             }
             return &[];
@@ -323,17 +394,27 @@ impl Decoder<'_> {
         match &entry.value.kind {
             NodeKind::Map(entries) => {
                 if entries.is_empty() && required {
-                    self.error(Diagnostic::error(format!("`{what}` is empty")).label(entry.key.span, format!("declare at least one under `{what}`")));
+                    self.error(Diagnostic::error(format!("`{what}` is empty")).label(
+                        entry.key.span,
+                        format!("declare at least one under `{what}`"),
+                    ));
                 }
                 entries
             }
             NodeKind::Null if required => {
-                self.error(Diagnostic::error(format!("`{what}` is empty")).label(entry.key.span, format!("declare at least one under `{what}`")));
+                self.error(Diagnostic::error(format!("`{what}` is empty")).label(
+                    entry.key.span,
+                    format!("declare at least one under `{what}`"),
+                ));
                 &[]
             }
             NodeKind::Null => &[],
             _ => {
-                self.expected(&entry.value, &format!("a mapping of names to {what}"), entry.key.span);
+                self.expected(
+                    &entry.value,
+                    &format!("a mapping of names to {what}"),
+                    entry.key.span,
+                );
                 &[]
             }
         }
@@ -354,39 +435,49 @@ impl Decoder<'_> {
             root,
             "the spec",
             top,
-            &["version", "name", "sources", "flows", "sinks", "dead_letter", "checkpoint", "state"],
+            &[
+                "version",
+                "name",
+                "sources",
+                "flows",
+                "sinks",
+                "dead_letter",
+                "checkpoint",
+                "state",
+            ],
             false,
         ) else {
             return spec;
         };
-        match self.require(&mut keys, "version", Some("start the spec with `version: 1`")) {
-            Some(e) => {
-                let ok = matches!(&e.value.kind, NodeKind::Scalar(s) if s.value.trim() == "1");
-                if !ok {
-                    self.error(
-                        Diagnostic::error("unsupported spec version")
-                            .label(e.value.head_span(&self.text), "expected 1")
-                            .help("this streamc reads `version: 1`"),
-                    );
-                }
-            }
-            None => {}
+        if let Some(e) = self.require(
+            &mut keys,
+            "version",
+            Some("start the spec with `version: 1`"),
+        ) && !matches!(&e.value.kind, NodeKind::Scalar(s) if s.value.trim() == "1")
+        {
+            self.error(
+                Diagnostic::error("unsupported spec version")
+                    .label(e.value.head_span(&self.text), "expected 1")
+                    .help("this streamc reads `version: 1`"),
+            );
         }
-        if let Some(e) = self.require(&mut keys, "name", Some("add `name: my_pipeline`: it names the generated binary")) {
-            if let Some(name) = self.string(e, "a pipeline name") {
-                if is_pipeline_name(&name.value) {
-                    spec.name = Some(name);
-                } else {
-                    let help = match suggest_identifier(&name.value, true) {
-                        Some(s) => format!("the name is used for the generated crate and binary; try `{s}`"),
-                        None => "the name is used for the generated crate and binary: lowercase letters, digits and `_`".to_string(),
-                    };
-                    self.error(
-                        Diagnostic::error(format!("invalid pipeline name `{}`", short(&name.value)))
-                            .label(name.span, "must match [a-z][a-z0-9_]*")
-                            .help(help),
-                    );
-                }
+        let name_help = "add `name: my_pipeline`: it names the generated binary";
+        if let Some(e) = self.require(&mut keys, "name", Some(name_help))
+            && let Some(name) = self.string(e, "a pipeline name")
+        {
+            if is_pipeline_name(&name.value) {
+                spec.name = Some(name);
+            } else {
+                let help = match suggest_identifier(&name.value, true) {
+                    Some(s) => format!("the name is used for the generated crate and binary; try `{s}`"),
+                    None => "the name is used for the generated crate and binary: lowercase letters, digits and `_`"
+                        .to_string(),
+                };
+                self.error(
+                    Diagnostic::error(format!("invalid pipeline name `{}`", short(&name.value)))
+                        .label(name.span, "must match [a-z][a-z0-9_]*")
+                        .help(help),
+                );
             }
         }
         let sources = keys.get("sources");
@@ -408,7 +499,9 @@ impl Decoder<'_> {
             }
         }
         if let Some(e) = keys.get("dead_letter") {
-            spec.dead_letter = self.sink_body(&e.value, "dead_letter", e.key.span).map(|b| Spanned::new(b, e.key.span));
+            spec.dead_letter = self
+                .sink_body(&e.value, "dead_letter", e.key.span)
+                .map(|b| Spanned::new(b, e.key.span));
         }
         if let Some(e) = keys.get("checkpoint") {
             spec.checkpoint = self.checkpoint(e);

@@ -21,9 +21,12 @@ impl Decoder<'_> {
     /// A sink body: exactly one of `kafka`, `file`, `stdout`, `redis`.
     pub(super) fn sink_body(&mut self, node: &Node, what: &str, anchor: Span) -> Option<SinkBody> {
         let mut k = self.keys(node, what, anchor, &SINK_KINDS, false)?;
-        let present: Vec<&Entry> = SINK_KINDS.iter().filter_map(|n| k.get(n)).collect();
+        let mut present: Vec<&Entry> = SINK_KINDS.iter().filter_map(|n| k.get(n)).collect();
+        present.sort_by_key(|e| e.key.span.start);
+        let has_unknown = k.has_unknown();
         self.finish(k);
         match present.as_slice() {
+            [] if has_unknown => None,
             [] => {
                 self.error(
                     Diagnostic::error(format!("{what} has no kind"))
@@ -45,9 +48,19 @@ impl Decoder<'_> {
                 let e = *one;
                 match e.key_str() {
                     "kafka" => {
-                        let mut k = self.keys(&e.value, format!("the kafka settings of {what}"), e.key.span, &["topic", "properties"], false)?;
+                        let mut k = self.keys(
+                            &e.value,
+                            format!("the kafka settings of {what}"),
+                            e.key.span,
+                            &["topic", "properties"],
+                            false,
+                        )?;
                         let topic = self
-                            .require(&mut k, "topic", Some("name the topic to write: `topic: results`"))
+                            .require(
+                                &mut k,
+                                "topic",
+                                Some("name the topic to write: `topic: results`"),
+                            )
                             .and_then(|t| self.nonempty_string(t, "a topic name"));
                         let properties = match k.get("properties") {
                             Some(p) => self.properties(p, "kafka properties"),
@@ -60,7 +73,13 @@ impl Decoder<'_> {
                         })
                     }
                     "file" => {
-                        let mut k = self.keys(&e.value, format!("the file settings of {what}"), e.key.span, &["path"], false)?;
+                        let mut k = self.keys(
+                            &e.value,
+                            format!("the file settings of {what}"),
+                            e.key.span,
+                            &["path"],
+                            false,
+                        )?;
                         let path = self
                             .require(&mut k, "path", Some("name the output file: `path: out.jsonl` (relative to the spec)"))
                             .and_then(|p| self.nonempty_string(p, "a file path"));
@@ -73,11 +92,24 @@ impl Decoder<'_> {
                         Some(SinkBody::Stdout)
                     }
                     _ => {
-                        let mut k = self.keys(&e.value, format!("the redis settings of {what}"), e.key.span, &["key", "channel"], false)?;
+                        let mut k = self.keys(
+                            &e.value,
+                            format!("the redis settings of {what}"),
+                            e.key.span,
+                            &["key", "channel"],
+                            false,
+                        )?;
                         let key = self
-                            .require(&mut k, "key", Some("give a key template: `key: \"views:{user_id}\"`"))
+                            .require(
+                                &mut k,
+                                "key",
+                                Some("give a key template: `key: \"views:{user_id}\"`"),
+                            )
                             .and_then(|t| self.nonempty_string(t, "a key template"));
-                        let channel = k.get("channel").and_then(|c| self.nonempty_string(c, "a channel name")).map(|c| c.value);
+                        let channel = k
+                            .get("channel")
+                            .and_then(|c| self.nonempty_string(c, "a channel name"))
+                            .map(|c| c.value);
                         self.finish(k);
                         Some(SinkBody::Redis { key: key?, channel })
                     }
@@ -87,19 +119,34 @@ impl Decoder<'_> {
     }
 
     pub(super) fn checkpoint(&mut self, e: &Entry) -> Option<CheckpointDecl> {
-        let mut k = self.keys(&e.value, "checkpoint", e.key.span, &["interval", "storage"], false)?;
+        let mut k = self.keys(
+            &e.value,
+            "checkpoint",
+            e.key.span,
+            &["interval", "storage"],
+            false,
+        )?;
         let interval = self
             .require(&mut k, "interval", Some("write `interval: 30s`"))
             .and_then(|i| {
                 let ms = self.duration(i, "the checkpoint interval", false)?;
                 if ms == 0 {
-                    self.error(Diagnostic::error("checkpoint interval must be positive").label(i.value.span, "zero"));
+                    self.error(
+                        Diagnostic::error("checkpoint interval must be positive")
+                            .label(i.value.span, "zero"),
+                    );
                     return None;
                 }
                 Some(ms)
             });
         let storage = self
-            .require(&mut k, "storage", Some("write `storage: file:///var/lib/streamc/checkpoints` or `s3://bucket/prefix`"))
+            .require(
+                &mut k,
+                "storage",
+                Some(
+                    "write `storage: file:///var/lib/streamc/checkpoints` or `s3://bucket/prefix`",
+                ),
+            )
             .and_then(|s| self.nonempty_string(s, "a storage URL"));
         self.finish(k);
         Some(CheckpointDecl {
@@ -111,27 +158,39 @@ impl Decoder<'_> {
     pub(super) fn state(&mut self, e: &Entry) -> Option<StateDecl> {
         let mut k = self.keys(&e.value, "state", e.key.span, &["backend", "path"], false)?;
         let backend = match k.get("backend") {
-            Some(b) => self.string(b, "`memory` or `rocksdb`").and_then(|s| match s.value.as_str() {
-                "memory" => Some(Spanned::new(StateBackend::Memory, s.span)),
-                "rocksdb" => Some(Spanned::new(StateBackend::RocksDb, s.span)),
-                other => {
-                    let hint = did_you_mean(other, ["memory", "rocksdb"]);
-                    self.error(
-                        Diagnostic::error(format!("unknown state backend `{}`", short(other)))
-                            .label(s.span, "expected `memory` or `rocksdb`")
-                            .maybe_help(hint.map(|h| format!("did you mean `{h}`?"))),
-                    );
-                    None
-                }
-            }),
+            Some(b) => {
+                self.string(b, "`memory` or `rocksdb`")
+                    .and_then(|s| match s.value.as_str() {
+                        "memory" => Some(Spanned::new(StateBackend::Memory, s.span)),
+                        "rocksdb" => Some(Spanned::new(StateBackend::RocksDb, s.span)),
+                        other => {
+                            let hint = did_you_mean(other, ["memory", "rocksdb"]);
+                            self.error(
+                                Diagnostic::error(format!(
+                                    "unknown state backend `{}`",
+                                    short(other)
+                                ))
+                                .label(s.span, "expected `memory` or `rocksdb`")
+                                .maybe_help(hint.map(|h| format!("did you mean `{h}`?"))),
+                            );
+                            None
+                        }
+                    })
+            }
             None => Some(Spanned::new(StateBackend::Memory, e.key.span)),
         };
-        let path = k.get("path").and_then(|p| self.nonempty_string(p, "a directory path"));
+        let path = k
+            .get("path")
+            .and_then(|p| self.nonempty_string(p, "a directory path"));
         self.finish(k);
-        let has_path = matches!(&e.value.kind, NodeKind::Map(m) if m.iter().any(|x| x.key_str() == "path"));
+        let has_path =
+            matches!(&e.value.kind, NodeKind::Map(m) if m.iter().any(|x| x.key_str() == "path"));
         if has_path && path.is_none() {
             return None;
         }
-        Some(StateDecl { backend: backend?, path })
+        Some(StateDecl {
+            backend: backend?,
+            path,
+        })
     }
 }

@@ -22,7 +22,15 @@ impl Decoder<'_> {
             &entry.value,
             what.clone(),
             entry.key.span,
-            &["kafka", "file", "datagen", "format", "schema", "event_time", "watermark"],
+            &[
+                "kafka",
+                "file",
+                "datagen",
+                "format",
+                "schema",
+                "event_time",
+                "watermark",
+            ],
             false,
         )?;
         let mut decl = SourceDecl {
@@ -35,18 +43,21 @@ impl Decoder<'_> {
             idle_timeout: None,
         };
         decl.kind = self.source_kind(&mut keys);
-        if let Some(e) = keys.get("format") {
-            if let Some(f) = self.string(e, "a format") {
-                if f.value != "json" {
-                    self.error(
-                        Diagnostic::error(format!("unsupported format `{}`", short(&f.value)))
-                            .label(f.span, "not supported")
-                            .help("only `json` (one JSON object per message or line) is supported"),
-                    );
-                }
-            }
+        if let Some(e) = keys.get("format")
+            && let Some(f) = self.string(e, "a format")
+            && f.value != "json"
+        {
+            self.error(
+                Diagnostic::error(format!("unsupported format `{}`", short(&f.value)))
+                    .label(f.span, "not supported")
+                    .help("only `json` (one JSON object per message or line) is supported"),
+            );
         }
-        match self.require(&mut keys, "schema", Some("declare the fields of an event: `schema: {user_id: u64, ts: timestamp}`")) {
+        match self.require(
+            &mut keys,
+            "schema",
+            Some("declare the fields of an event: `schema: {user_id: u64, ts: timestamp}`"),
+        ) {
             Some(e) => self.schema(e, &mut decl),
             None => decl.schema_complete = false,
         }
@@ -58,10 +69,17 @@ impl Decoder<'_> {
             decl.event_time = self.string(e, "a field name");
         }
         if let Some(e) = keys.get("watermark")
-            && let Some(mut wk) = self.keys(&e.value, "watermark", e.key.span, &["max_out_of_orderness", "idle_timeout"], true)
+            && let Some(mut wk) = self.keys(
+                &e.value,
+                "watermark",
+                e.key.span,
+                &["max_out_of_orderness", "idle_timeout"],
+                true,
+            )
         {
             if let Some(e) = wk.get("max_out_of_orderness") {
-                decl.max_out_of_orderness = self.duration(e, "max_out_of_orderness", false).unwrap_or(0);
+                decl.max_out_of_orderness =
+                    self.duration(e, "max_out_of_orderness", false).unwrap_or(0);
             }
             if let Some(e) = wk.get("idle_timeout")
                 && let Some(ms) = self.duration(e, "idle_timeout", false)
@@ -83,8 +101,10 @@ impl Decoder<'_> {
     }
 
     fn source_kind(&mut self, keys: &mut Keys<'_>) -> Option<SourceKindDecl> {
-        let present: Vec<&Entry> = SOURCE_KINDS.iter().filter_map(|k| keys.get(k)).collect();
+        let mut present: Vec<&Entry> = SOURCE_KINDS.iter().filter_map(|k| keys.get(k)).collect();
+        present.sort_by_key(|e| e.key.span.start);
         match present.as_slice() {
+            [] if keys.has_unknown() => None,
             [] => {
                 let what = keys.what().to_string();
                 self.error(
@@ -123,9 +143,16 @@ impl Decoder<'_> {
             false,
         )?;
         let topic = self
-            .require(&mut k, "topic", Some("name the topic to read: `topic: clicks`"))
+            .require(
+                &mut k,
+                "topic",
+                Some("name the topic to read: `topic: clicks`"),
+            )
             .and_then(|e| self.nonempty_string(e, "a topic name"));
-        let group_id = k.get("group_id").and_then(|e| self.nonempty_string(e, "a group id")).map(|s| s.value);
+        let group_id = k
+            .get("group_id")
+            .and_then(|e| self.nonempty_string(e, "a group id"))
+            .map(|s| s.value);
         let mut start = KafkaStart::Earliest;
         if let Some(e) = k.get("start")
             && let Some(s) = self.string(e, "`earliest` or `latest`")
@@ -157,9 +184,19 @@ impl Decoder<'_> {
     }
 
     fn file_source(&mut self, entry: &Entry, what: &str) -> Option<SourceKindDecl> {
-        let mut k = self.keys(&entry.value, format!("the file settings of {what}"), entry.key.span, &["path"], false)?;
+        let mut k = self.keys(
+            &entry.value,
+            format!("the file settings of {what}"),
+            entry.key.span,
+            &["path"],
+            false,
+        )?;
         let path = self
-            .require(&mut k, "path", Some("name a JSON-lines file: `path: events.jsonl` (relative to the spec)"))
+            .require(
+                &mut k,
+                "path",
+                Some("name a JSON-lines file: `path: events.jsonl` (relative to the spec)"),
+            )
             .and_then(|e| self.nonempty_string(e, "a file path"));
         self.finish(k);
         Some(SourceKindDecl::File { path: path? })
@@ -170,7 +207,15 @@ impl Decoder<'_> {
             &entry.value,
             format!("the datagen settings of {what}"),
             entry.key.span,
-            &["rate", "keys", "max_delay", "late_fraction", "seed", "count", "start"],
+            &[
+                "rate",
+                "keys",
+                "max_delay",
+                "late_fraction",
+                "seed",
+                "count",
+                "start",
+            ],
             true,
         )?;
         let mut g = DatagenDecl::default();
@@ -184,7 +229,10 @@ impl Decoder<'_> {
         if let Some(e) = k.get("keys") {
             match self.u64(e, "`keys`") {
                 Some(0) => {
-                    self.error(Diagnostic::error("`keys` must be at least 1").label(e.value.span, "zero keys"));
+                    self.error(
+                        Diagnostic::error("`keys` must be at least 1")
+                            .label(e.value.span, "zero keys"),
+                    );
                     ok = false;
                 }
                 Some(v) => g.keys = v,
@@ -246,7 +294,10 @@ impl Decoder<'_> {
         }
         self.error(
             Diagnostic::error("invalid `start`")
-                .label(e.value.head_span(&self.text), "expected epoch millis or an RFC 3339 date-time")
+                .label(
+                    e.value.head_span(&self.text),
+                    "expected epoch millis or an RFC 3339 date-time",
+                )
                 .help("for example `start: 1700000000000` or `start: 2024-01-01T00:00:00Z`"),
         );
         None
@@ -254,7 +305,11 @@ impl Decoder<'_> {
 
     fn schema(&mut self, entry: &Entry, decl: &mut SourceDecl) {
         let NodeKind::Map(fields) = &entry.value.kind else {
-            self.expected(&entry.value, "a mapping of field names to types", entry.key.span);
+            self.expected(
+                &entry.value,
+                "a mapping of field names to types",
+                entry.key.span,
+            );
             decl.schema_complete = false;
             return;
         };
@@ -270,7 +325,11 @@ impl Decoder<'_> {
                 continue;
             }
             let NodeKind::Scalar(s) = &f.value.kind else {
-                self.expected(&f.value, &format!("a type for field `{}`", name.value), f.key.span);
+                self.expected(
+                    &f.value,
+                    &format!("a type for field `{}`", name.value),
+                    f.key.span,
+                );
                 decl.schema_complete = false;
                 continue;
             };

@@ -157,7 +157,10 @@ pub(super) fn tokenize(text: &str) -> Result<Vec<Token>, LexError> {
                         let (instead, what) = match two {
                             "==" => ("=", "equality is a single `=` in SQL"),
                             "&&" => ("AND", "use the keyword `AND`"),
-                            _ => ("OR", "use the keyword `OR` (string concatenation is not supported)"),
+                            _ => (
+                                "OR",
+                                "use the keyword `OR` (string concatenation is not supported)",
+                            ),
                         };
                         return Err(LexError {
                             message: format!("`{two}` is not an operator here"),
@@ -330,12 +333,15 @@ mod tests {
                 Tok::Eof
             ]
         );
-        assert_eq!(toks("1e3 .5 7"), vec![
-            Tok::Float(1000.0),
-            Tok::Float(0.5),
-            Tok::Int("7".into()),
-            Tok::Eof
-        ]);
+        assert_eq!(
+            toks("1e3 .5 7"),
+            vec![
+                Tok::Float(1000.0),
+                Tok::Float(0.5),
+                Tok::Int("7".into()),
+                Tok::Eof
+            ]
+        );
         assert_eq!(toks("a!=b")[1], Tok::Punct(Punct::NotEq));
     }
 
@@ -351,7 +357,10 @@ mod tests {
     #[test]
     fn errors() {
         let e = tokenize("a = 'open").unwrap_err();
-        assert_eq!((e.start, e.message.as_str()), (4, "unterminated string literal"));
+        assert_eq!(
+            (e.start, e.message.as_str()),
+            (4, "unterminated string literal")
+        );
         let e = tokenize("a == 1").unwrap_err();
         assert_eq!((e.start, e.end), (2, 4));
         let e = tokenize("a $ 1").unwrap_err();

@@ -13,6 +13,9 @@ const BP_CMP: u8 = 7;
 const BP_ADD: u8 = 9;
 const BP_MUL: u8 = 11;
 const BP_NEG: u8 = 13;
+/// Nesting bound (parentheses, operators, calls): deeper input is an error, not a stack
+/// overflow.
+const MAX_DEPTH: usize = 200;
 
 /// Parses `text`, the decoded value of a YAML scalar. `offsets[i]` is the source byte
 /// offset of byte `i` of `text` (`offsets.len() == text.len() + 1`); spans of the result
@@ -38,6 +41,7 @@ pub fn parse(text: &str, offsets: &[usize]) -> Result<Expr, ExprError> {
         tokens,
         pos: 0,
         map,
+        depth: 0,
     };
     let expr = p.expr(0)?;
     let t = p.peek();
@@ -95,6 +99,7 @@ struct Parser<'a> {
     tokens: Vec<Token>,
     pos: usize,
     map: SpanMap<'a>,
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -130,13 +135,7 @@ impl Parser<'_> {
         }
     }
 
-    fn error_at(
-        &self,
-        t: Token,
-        message: String,
-        label: &str,
-        help: Option<String>,
-    ) -> ExprError {
+    fn error_at(&self, t: Token, message: String, label: &str, help: Option<String>) -> ExprError {
         ExprError {
             message,
             span: self.span(&t),
@@ -145,7 +144,12 @@ impl Parser<'_> {
         }
     }
 
-    fn expect_punct(&mut self, p: Punct, what: &str, open: Option<&Token>) -> Result<Token, ExprError> {
+    fn expect_punct(
+        &mut self,
+        p: Punct,
+        what: &str,
+        open: Option<&Token>,
+    ) -> Result<Token, ExprError> {
         let t = self.peek().clone();
         if t.tok == Tok::Punct(p) {
             return Ok(self.bump());
@@ -185,6 +189,23 @@ impl Parser<'_> {
     }
 
     fn expr(&mut self, min_bp: u8) -> Result<Expr, ExprError> {
+        self.depth += 1;
+        let result = if self.depth > MAX_DEPTH {
+            let t = self.peek().clone();
+            Err(self.error_at(
+                t,
+                "expression nested too deeply".to_string(),
+                "too deep",
+                Some(format!("expressions nest at most {MAX_DEPTH} levels")),
+            ))
+        } else {
+            self.expr_inner(min_bp)
+        };
+        self.depth -= 1;
+        result
+    }
+
+    fn expr_inner(&mut self, min_bp: u8) -> Result<Expr, ExprError> {
         let mut lhs = self.prefix()?;
         loop {
             let t = self.peek().clone();
@@ -206,7 +227,9 @@ impl Parser<'_> {
                     _ => break,
                 },
                 Tok::Kw(Kw::Is | Kw::In | Kw::Not) => (None, BP_CMP),
-                Tok::Ident(w) if w.eq_ignore_ascii_case("LIKE") || w.eq_ignore_ascii_case("BETWEEN") => {
+                Tok::Ident(w)
+                    if w.eq_ignore_ascii_case("LIKE") || w.eq_ignore_ascii_case("BETWEEN") =>
+                {
                     let help = if w.eq_ignore_ascii_case("LIKE") {
                         like_help()
                     } else {
@@ -262,7 +285,10 @@ impl Parser<'_> {
                         n.clone(),
                         format!("expected `NULL` after `IS`, found {}", self.describe(&n)),
                         "expected `NULL`",
-                        Some("write `x IS NULL` or `x IS NOT NULL`; compare values with `=`".to_string()),
+                        Some(
+                            "write `x IS NULL` or `x IS NOT NULL`; compare values with `=`"
+                                .to_string(),
+                        ),
                     ));
                 }
                 self.bump();
@@ -282,7 +308,9 @@ impl Parser<'_> {
                         self.bump();
                         self.in_list(lhs, true)
                     }
-                    Tok::Ident(w) if w.eq_ignore_ascii_case("LIKE") || w.eq_ignore_ascii_case("BETWEEN") => {
+                    Tok::Ident(w)
+                        if w.eq_ignore_ascii_case("LIKE") || w.eq_ignore_ascii_case("BETWEEN") =>
+                    {
                         let help = if w.eq_ignore_ascii_case("LIKE") {
                             like_help()
                         } else {
@@ -299,7 +327,9 @@ impl Parser<'_> {
                         t.clone(),
                         "unexpected `NOT` after a value".to_string(),
                         "`NOT` goes before a condition",
-                        Some("write `NOT (a = b)`, `a NOT IN (...)` or `a IS NOT NULL`".to_string()),
+                        Some(
+                            "write `NOT (a = b)`, `a NOT IN (...)` or `a IS NOT NULL`".to_string(),
+                        ),
                     )),
                 }
             }
@@ -346,7 +376,10 @@ impl Parser<'_> {
                     t.clone(),
                     format!("integer literal `{digits}` is too large"),
                     "out of range",
-                    Some("integers are 64-bit signed; write a decimal for larger numbers".to_string()),
+                    Some(
+                        "integers are 64-bit signed; write a decimal for larger numbers"
+                            .to_string(),
+                    ),
                 )),
             },
             Tok::Float(v) => lit(Literal::Float(*v)),
@@ -396,7 +429,10 @@ impl Parser<'_> {
                     kind => ExprKind::Unary {
                         op: UnOp::Neg,
                         op_span: span,
-                        expr: Box::new(Expr { kind, span: expr.span }),
+                        expr: Box::new(Expr {
+                            kind,
+                            span: expr.span,
+                        }),
                     },
                 };
                 Ok(Expr { kind, span: full })
@@ -417,12 +453,17 @@ impl Parser<'_> {
             Tok::Kw(kw) => {
                 let word = &self.text[t.start..t.end];
                 let help = match kw {
-                    Kw::And | Kw::Or | Kw::Is | Kw::In | Kw::When | Kw::Then | Kw::Else | Kw::End => {
-                        Some(format!(
-                            "`{}` is a keyword; a field with that name is written \"{word}\"",
-                            word.to_ascii_uppercase()
-                        ))
-                    }
+                    Kw::And
+                    | Kw::Or
+                    | Kw::Is
+                    | Kw::In
+                    | Kw::When
+                    | Kw::Then
+                    | Kw::Else
+                    | Kw::End => Some(format!(
+                        "`{}` is a keyword; a field with that name is written \"{word}\"",
+                        word.to_ascii_uppercase()
+                    )),
                     _ => None,
                 };
                 Err(self.error_at(
@@ -452,7 +493,9 @@ impl Parser<'_> {
         let name_span = self.span(&name_tok);
         let mut args = Vec::new();
         let mut star = false;
-        if self.peek().tok == Tok::Punct(Punct::Star) && self.peek_at(1).tok == Tok::Punct(Punct::RParen) {
+        if self.peek().tok == Tok::Punct(Punct::Star)
+            && self.peek_at(1).tok == Tok::Punct(Punct::RParen)
+        {
             self.bump();
             star = true;
         } else if self.peek().tok != Tok::Punct(Punct::RParen) {
@@ -550,7 +593,10 @@ mod tests {
         assert_eq!(canon("-5"), "-5");
         assert_eq!(canon("-2.5"), "-2.5");
         assert_eq!(canon("-9223372036854775808"), "-9223372036854775808");
-        assert_eq!(canon("'it''s' = TRUE or null"), "(('it''s' = TRUE) OR NULL)");
+        assert_eq!(
+            canon("'it''s' = TRUE or null"),
+            "(('it''s' = TRUE) OR NULL)"
+        );
         assert_eq!(canon("\"the end\" + \"end\""), "(\"the end\" + \"end\")");
         assert!(err("9223372036854775808").message.contains("too large"));
     }
@@ -564,8 +610,14 @@ mod tests {
             canon("case when a > 1 then 'x' when a > 0 then 'y' else 'z' end"),
             "CASE WHEN (a > 1) THEN 'x' WHEN (a > 0) THEN 'y' ELSE 'z' END"
         );
-        assert_eq!(canon("CASE s WHEN 1 THEN 2 END"), "CASE s WHEN 1 THEN 2 END");
-        assert_eq!(canon("count_if(is_error) / count()"), "(count_if(is_error) / count())");
+        assert_eq!(
+            canon("CASE s WHEN 1 THEN 2 END"),
+            "CASE s WHEN 1 THEN 2 END"
+        );
+        assert_eq!(
+            canon("count_if(is_error) / count()"),
+            "(count_if(is_error) / count())"
+        );
     }
 
     #[test]
@@ -616,6 +668,10 @@ mod tests {
         assert_eq!(e.message, "expected an expression, found `)`");
         let e = err("a AND AND b");
         assert_eq!(e.span, Span::new(6, 9));
+        let deep = format!("{}1{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert_eq!(err(&deep).message, "expression nested too deeply");
+        let deep = format!("{}1", "-".repeat(10_000));
+        assert_eq!(err(&deep).message, "expression nested too deeply");
         let e = err("x IN 1");
         assert_eq!(e.message, "expected `(` after `IN`, found `1`");
     }
