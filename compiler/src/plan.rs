@@ -244,6 +244,8 @@ pub enum AggFn {
 pub struct AccPlan {
     pub func: AggFn,
     /// The argument, typed against the row after the flow's steps; None for `count()`.
+    /// For `sum`, `avg` and `quantile` it is already cast to the accumulator's type `ty`
+    /// (i64, u64 or f64 for `sum`; f64 for `avg` and `quantile`).
     pub arg: Option<TExpr>,
     /// `quantile`'s q in [0, 1].
     pub q: Option<f64>,

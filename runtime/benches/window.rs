@@ -77,10 +77,10 @@ fn events() -> Vec<(Key, i64, f64)> {
 }
 
 /// Runs the whole stream; returns the number of emissions.
-fn run(kind: WindowKind, events: &[(Key, i64, f64)]) -> usize {
+fn run(kind: WindowKind, allowed_lateness: i64, events: &[(Key, i64, f64)]) -> usize {
     let mut op = WindowOperator::<Key, Acc>::new(WindowSpec {
         kind,
-        allowed_lateness: 0,
+        allowed_lateness,
     });
     let mut out = Vec::new();
     let mut emitted = 0;
@@ -112,30 +112,26 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("window");
     g.sample_size(10);
     g.throughput(Throughput::Elements(EVENTS as u64));
+    let tumbling = WindowKind::Tumbling {
+        size: 60_000,
+        offset: 0,
+    };
     g.bench_function("tumbling_1m_100k_keys_count_sum_avg", |b| {
-        b.iter(|| {
-            run(
-                WindowKind::Tumbling {
-                    size: 60_000,
-                    offset: 0,
-                },
-                &events,
-            )
-        })
+        b.iter(|| run(tumbling, 0, &events))
     });
+    g.bench_function("tumbling_1m_lateness_1m_100k_keys_count_sum_avg", |b| {
+        b.iter(|| run(tumbling, 60_000, &events))
+    });
+    let sliding = WindowKind::Sliding {
+        size: 60_000,
+        slide: 15_000,
+    };
     g.bench_function("sliding_1m_every_15s_100k_keys_count_sum_avg", |b| {
-        b.iter(|| {
-            run(
-                WindowKind::Sliding {
-                    size: 60_000,
-                    slide: 15_000,
-                },
-                &events,
-            )
-        })
+        b.iter(|| run(sliding, 0, &events))
     });
+    let session = WindowKind::Session { gap: 30_000 };
     g.bench_function("session_gap_30s_100k_keys_count_sum_avg", |b| {
-        b.iter(|| run(WindowKind::Session { gap: 30_000 }, &events))
+        b.iter(|| run(session, 0, &events))
     });
     g.finish();
 }

@@ -408,6 +408,35 @@ impl Context {
         })
     }
 
+    /// A context whose sinks are made by `make` rather than opened from their kinds
+    /// (one per output sink, then one per dead-letter output): for benchmarks and tests
+    /// that drive a generated pipeline in process.
+    pub fn with_sinks(spec: &JobSpec, mut make: impl FnMut(&SinkSpec) -> Box<dyn Sink>) -> Self {
+        let mut writers = Vec::new();
+        for s in spec.sinks.iter().chain(spec.dead_letters.iter()) {
+            writers.push(Writer {
+                sink: make(s),
+                label: format!("sink `{}` ({})", s.name, s.kind),
+            });
+        }
+        let n = spec.sinks.len();
+        Context {
+            writers,
+            sink_writer: (0..n).collect(),
+            dead_letter_writer: spec.sources.iter().map(|s| n + s.dead_letter).collect(),
+            source_names: spec.sources.iter().map(|s| s.name).collect(),
+            row: Vec::with_capacity(512),
+            key: Vec::with_capacity(128),
+            metrics: Metrics::new(
+                spec.sources.iter().map(|s| s.name),
+                spec.flows.iter().copied(),
+                spec.sinks.iter().map(|s| s.name),
+            ),
+            error: None,
+            dirty: false,
+        }
+    }
+
     fn fail(&mut self, e: Error) {
         if self.error.is_none() {
             self.error = Some(e);

@@ -26,16 +26,39 @@ pub(super) struct FlowOut {
     pub name: String,
     /// Plan indexes (`Input::Flow` indexes into the plan's flows).
     pub input: Option<Input>,
-    pub input_fields: Vec<Field>,
-    pub input_complete: bool,
+    pub input_row: RowInfo,
     pub steps: Vec<RowStep>,
     pub key_names: Vec<String>,
     pub window: Option<WindowPlan>,
-    pub output: Vec<Field>,
-    pub output_complete: bool,
+    pub output_row: RowInfo,
     pub to: Vec<usize>,
     pub late: Option<usize>,
     pub plan: Option<FlowPlan>,
+}
+
+/// A row as far as it is known.
+#[derive(Clone, Debug, Default)]
+pub(super) struct RowInfo {
+    pub fields: Vec<Field>,
+    /// False when the row is not fully known (an earlier error).
+    pub complete: bool,
+    /// Names that exist but whose type is unknown (an earlier error).
+    pub poisoned: Vec<String>,
+}
+
+impl RowInfo {
+    fn view(&self) -> Row<'_> {
+        Row {
+            fields: &self.fields,
+            complete: self.complete,
+            poisoned: &self.poisoned,
+        }
+    }
+
+    /// Whether a missing `name` is worth reporting.
+    pub fn reports_missing(&self, name: &str) -> bool {
+        self.complete && !self.poisoned.iter().any(|p| p == name)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -166,25 +189,23 @@ impl Checker<'_> {
         let mut out_of_decl: Vec<Option<usize>> = vec![None; n];
         for (pos, &j) in order.iter().enumerate() {
             let f = &flows[j];
-            let (input, fields, complete) = match parents[j] {
+            let (input, row) = match parents[j] {
                 Parent::Source(i) if pos < placed => (
                     Some(Input::Source(i)),
-                    sources[i].fields.clone(),
-                    sources[i].complete,
+                    RowInfo {
+                        fields: sources[i].fields.clone(),
+                        complete: sources[i].complete,
+                        poisoned: sources[i].poisoned.clone(),
+                    },
                 ),
                 Parent::Flow(k) if pos < placed => {
                     let p = out_of_decl[k].expect("parents are placed first");
-                    let parent = &outs[p];
-                    (
-                        Some(Input::Flow(p)),
-                        parent.output.clone(),
-                        parent.output_complete && parent.plan.is_some(),
-                    )
+                    (Some(Input::Flow(p)), outs[p].output_row.clone())
                 }
-                _ => (None, Vec::new(), false),
+                _ => (None, RowInfo::default()),
             };
             let has_reader = parents.contains(&Parent::Flow(j));
-            let out = self.flow(spec, f, input, fields, complete, has_reader, sinks);
+            let out = self.flow(spec, f, input, row, has_reader, sinks);
             out_of_decl[j] = Some(outs.len());
             outs.push(out);
         }
@@ -270,21 +291,18 @@ impl Checker<'_> {
         in_cycle
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn flow(
         &mut self,
         spec: &Spec,
         f: &FlowDecl,
         input: Option<Input>,
-        input_fields: Vec<Field>,
-        input_complete: bool,
+        input_row: RowInfo,
         has_reader: bool,
         sinks: &[SinkOut],
     ) -> FlowOut {
         let errors_before = self.rep.error_count();
         let order_ok = f.steps.iter().all(|s| s.kind.is_some());
-        let mut row = input_fields.clone();
-        let mut complete = input_complete;
+        let mut row = input_row.clone();
         let mut phase = Phase::Rows;
         let mut steps: Vec<RowStep> = Vec::new();
         let mut key_by: Option<(Vec<Field>, Span)> = None;
@@ -293,7 +311,7 @@ impl Checker<'_> {
 
         for step in &f.steps {
             let Some(kind) = &step.kind else {
-                complete = false;
+                row.complete = false;
                 continue;
             };
             let keyword = kind.keyword();
@@ -364,15 +382,7 @@ impl Checker<'_> {
             match kind {
                 StepKind::Filter(e) => {
                     let Some(e) = e else { continue };
-                    let t = Typer::row(
-                        self.rep,
-                        Row {
-                            fields: &row,
-                            complete,
-                        },
-                        &[],
-                    )
-                    .expr(e);
+                    let t = Typer::row(self.rep, row.view(), &[]).expr(e);
                     if let Some(t) = t {
                         if t.ty != Some(Type::Bool) {
                             self.error(
@@ -393,17 +403,9 @@ impl Checker<'_> {
                     let mut typed: Vec<(String, TExpr)> = Vec::new();
                     let mut next = row.clone();
                     for (name, e) in items {
-                        let t = e.as_ref().and_then(|e| {
-                            Typer::row(
-                                self.rep,
-                                Row {
-                                    fields: &row,
-                                    complete,
-                                },
-                                &pending,
-                            )
-                            .expr(e)
-                        });
+                        let t = e
+                            .as_ref()
+                            .and_then(|e| Typer::row(self.rep, row.view(), &pending).expr(e));
                         let field_ty = match &t {
                             Some(t) => match t.ty {
                                 Some(ty) => Some((ty, t.nullable)),
@@ -425,26 +427,28 @@ impl Checker<'_> {
                                     ty,
                                     nullable,
                                 };
-                                match next.iter_mut().find(|x| x.name == name.value) {
+                                match next.fields.iter_mut().find(|x| x.name == name.value) {
                                     Some(slot) => *slot = field,
-                                    None => next.push(field),
+                                    None => next.fields.push(field),
                                 }
                                 typed.push((name.value.clone(), t.expect("typed")));
                             }
                             None => {
-                                // Unknown from here on: do not report uses of it.
-                                next.retain(|x| x.name != name.value);
-                                complete = false;
+                                // Its type is unknown from here on: do not report uses of it.
+                                next.fields.retain(|x| x.name != name.value);
+                                next.poisoned.push(name.value.clone());
                             }
                         }
                     }
-                    if !misplaced {
+                    if misplaced {
+                        row.complete = false;
+                    } else {
                         row = next;
                         steps.push(RowStep::Map(typed));
                     }
                 }
                 StepKind::KeyBy(names) => {
-                    let fields = self.key_fields(names, &row, complete);
+                    let fields = self.key_fields(names, &row);
                     if !misplaced {
                         key_by = Some((fields, step.span));
                         phase = Phase::Keyed;
@@ -479,12 +483,12 @@ impl Checker<'_> {
                             .unwrap_or_default(),
                         None => Vec::new(),
                     };
-                    let (plan, output, out_complete) =
-                        self.aggregate(items, &row, complete, &keys, &key_spans);
-                    if !misplaced {
+                    let (plan, output) = self.aggregate(items, &row, &keys, &key_spans);
+                    if misplaced {
+                        row.complete = false;
+                    } else {
                         aggregate = Some(plan);
                         row = output;
-                        complete = complete && out_complete;
                         phase = Phase::Aggregated;
                     }
                 }
@@ -524,7 +528,7 @@ impl Checker<'_> {
             }
             seen.push(&t.value);
         }
-        if f.to.is_empty() && !has_reader {
+        if f.to.is_empty() && !has_reader && !f.broken {
             self.error(
                 Diagnostic::error(format!("the results of flow `{}` go nowhere", f.name.value))
                     .label(f.name.span, "no `to` and no flow reads it")
@@ -546,17 +550,21 @@ impl Checker<'_> {
 
         let key_fields: Vec<Field> = key_by.map(|(k, _)| k).unwrap_or_default();
         let window_plan = window.and_then(|(w, _)| w);
-        let ok = self.rep.error_count() == errors_before && complete && input.is_some();
+        let ok = self.rep.error_count() == errors_before
+            && row.complete
+            && row.poisoned.is_empty()
+            && input_row.poisoned.is_empty()
+            && input.is_some();
         let plan = match (ok, input) {
             (true, Some(input)) => Some(FlowPlan {
                 name: f.name.value.clone(),
                 input,
-                input_schema: input_fields.clone(),
+                input_schema: input_row.fields.clone(),
                 steps: steps.clone(),
                 key_by: key_fields.clone(),
                 window: window_plan,
                 aggregate,
-                output: row.clone(),
+                output: row.fields.clone(),
                 to: to.clone(),
                 late,
             }),
@@ -565,30 +573,23 @@ impl Checker<'_> {
         FlowOut {
             name: f.name.value.clone(),
             input,
-            input_fields,
-            input_complete,
+            input_row,
             steps,
             key_names: key_fields.iter().map(|k| k.name.clone()).collect(),
             window: window_plan,
-            output: row,
-            output_complete: complete,
+            output_row: row,
             to,
             late,
             plan,
         }
     }
 
-    fn key_fields(
-        &mut self,
-        names: &[Spanned<String>],
-        row: &[Field],
-        complete: bool,
-    ) -> Vec<Field> {
+    fn key_fields(&mut self, names: &[Spanned<String>], row: &RowInfo) -> Vec<Field> {
         let mut out: Vec<Field> = Vec::new();
         for n in names {
-            let Some(field) = row.iter().find(|f| f.name == n.value) else {
-                if complete {
-                    let names = row.iter().map(|f| f.name.as_str());
+            let Some(field) = row.fields.iter().find(|f| f.name == n.value) else {
+                if row.reports_missing(&n.value) {
+                    let names = row.fields.iter().map(|f| f.name.as_str());
                     let help = match did_you_mean(&n.value, names.clone()) {
                         Some(m) => format!("did you mean `{m}`?"),
                         None => format!("the row has {}", list_names(names, 12)),
@@ -627,19 +628,17 @@ impl Checker<'_> {
         out
     }
 
-    /// Types an `aggregate` block; returns its plan, the window result row and whether
-    /// the row is complete.
+    /// Types an `aggregate` block; returns its plan and the window result row.
     fn aggregate(
         &mut self,
         items: &[(Spanned<String>, Option<Expr>)],
-        row: &[Field],
-        complete: bool,
+        row: &RowInfo,
         keys: &[Field],
         key_spans: &[Span],
-    ) -> (AggregatePlan, Vec<Field>, bool) {
+    ) -> (AggregatePlan, RowInfo) {
         let mut ctx = AggCtx::new(keys.iter().map(|k| k.name.clone()).collect());
         let mut outputs: Vec<(String, TExpr)> = Vec::new();
-        let mut out_complete = true;
+        let mut failed: Vec<String> = Vec::new();
         for (name, e) in items {
             if let Some(k) = keys.iter().position(|k| k.name == name.value) {
                 let mut d = Diagnostic::error(format!("duplicate output name `{}`", name.value))
@@ -658,18 +657,10 @@ impl Checker<'_> {
                 );
             }
             let Some(e) = e else {
-                out_complete = false;
+                failed.push(name.value.clone());
                 continue;
             };
-            let t = Typer::aggregate(
-                self.rep,
-                Row {
-                    fields: row,
-                    complete,
-                },
-                &mut ctx,
-            )
-            .expr(e);
+            let t = Typer::aggregate(self.rep, row.view(), &mut ctx).expr(e);
             match t {
                 Some(t) if t.ty.is_some() => outputs.push((name.value.clone(), t)),
                 Some(_) => {
@@ -680,9 +671,9 @@ impl Checker<'_> {
                         ))
                         .label(e.span, "NULL"),
                     );
-                    out_complete = false;
+                    failed.push(name.value.clone());
                 }
-                None => out_complete = false,
+                None => failed.push(name.value.clone()),
             }
         }
         let mut output: Vec<Field> = keys.to_vec();
@@ -706,8 +697,11 @@ impl Checker<'_> {
                 accs: ctx.accs,
                 outputs,
             },
-            output,
-            out_complete,
+            RowInfo {
+                fields: output,
+                complete: row.complete,
+                poisoned: failed,
+            },
         )
     }
 

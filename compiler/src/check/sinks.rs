@@ -1,9 +1,9 @@
 //! Sinks, the dead letter, checkpoint storage, Redis key templates, unused declarations.
 
 use super::Checker;
-use super::flows::FlowOut;
+use super::flows::{FlowOut, RowInfo};
 use crate::diag::{Diagnostic, Span, did_you_mean};
-use crate::plan::{Field, SinkKind, SinkPlan};
+use crate::plan::{SinkKind, SinkPlan};
 use crate::spec::ast::{SinkBody, Spanned, Spec};
 
 /// A declared sink; `plan` is None when its body had an error.
@@ -85,16 +85,17 @@ impl Checker<'_> {
                 }
             };
             for f in flows {
-                let rows: [(bool, &[Field], bool); 2] = [
-                    (f.to.contains(&si), &f.output, f.output_complete),
-                    (f.late == Some(si), &f.input_fields, f.input_complete),
+                let rows: [(bool, &RowInfo); 2] = [
+                    (f.to.contains(&si), &f.output_row),
+                    (f.late == Some(si), &f.input_row),
                 ];
-                for (writes, fields, complete) in rows {
-                    if !writes || !complete {
+                for (writes, row) in rows {
+                    if !writes {
                         continue;
                     }
+                    let fields = &row.fields;
                     for hole in &holes {
-                        if fields.iter().any(|x| &x.name == hole) {
+                        if fields.iter().any(|x| &x.name == hole) || !row.reports_missing(hole) {
                             continue;
                         }
                         let span = self.find_in(key.span, &format!("{{{hole}}}"));

@@ -18,6 +18,8 @@ pub(super) struct SourceOut {
     pub fields: Vec<Field>,
     /// Whether `fields` is the whole schema (false after a schema error).
     pub complete: bool,
+    /// Fields whose declaration had an error.
+    pub poisoned: Vec<String>,
     pub plan: Option<SourcePlan>,
 }
 
@@ -36,7 +38,7 @@ impl Checker<'_> {
                 .collect();
             let event_time = s.event_time.as_ref().and_then(|et| {
                 let Some(i) = s.schema.iter().position(|f| f.name.value == et.value) else {
-                    if s.schema_complete {
+                    if s.schema_complete && !s.poisoned.contains(&et.value) {
                         let names = fields.iter().map(|f| f.name.as_str());
                         let help = match did_you_mean(&et.value, names.clone()) {
                             Some(m) => format!("did you mean `{m}`?"),
@@ -126,6 +128,7 @@ impl Checker<'_> {
                 name: s.name.value.clone(),
                 fields,
                 complete: s.schema_complete,
+                poisoned: s.poisoned.clone(),
                 plan,
             });
         }

@@ -709,6 +709,75 @@ fn top_level_errors() {
 }
 
 #[test]
+fn errors_are_not_repeated_downstream() {
+    // A map field whose expression is broken is not reported again where it is used, but
+    // other unknown names still are.
+    let text = with_flows(
+        "  f:
+    from: ev
+    steps:
+      - map: {twice: \"k || k\"}
+      - filter: \"twice <> '' AND zz > 1\"
+    to: [out, late_out]
+",
+    );
+    assert_eq!(
+        errors(&text),
+        ["`||` is not an operator here", "unknown field `zz`"]
+    );
+    // A schema field with a bad type is reported once.
+    let text = with_flows(
+        "  f:\n    from: ev\n    steps:\n      - filter: \"n > 1\"\n    to: [out, late_out]\n",
+    )
+    .replace("n: i64", "n: int");
+    assert_eq!(errors(&text), ["unknown type `int`"]);
+    // A flow reading a flow with an error still has its own errors reported.
+    let text = with_flows(
+        "  a:
+    from: ev
+    steps:
+      - window: {tumbling: 1m}
+      - aggregate: {c: count(), s: sum(k)}
+  b:
+    from: a
+    steps:
+      - filter: \"c > 1 AND s > 1 AND cc > 1\"
+    to: [out, late_out]
+",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "cannot compute `sum` of `string`: it needs a number",
+            "unknown field `cc`"
+        ]
+    );
+}
+
+#[test]
+fn broken_declarations_still_resolve() {
+    // The source body is broken: flows reading it are not told it does not exist.
+    let text = with_flows("  f: {from: ev, to: [out, late_out]}\n").replace(
+        "    datagen: {}\n    schema: {k: string, n: i64, x: f64?, ts: timestamp}\n    event_time: ts\n",
+        "    kafka\n",
+    );
+    assert_eq!(
+        errors(&text),
+        ["expected a mapping for source `ev`, found `kafka`"]
+    );
+    // Same for a flow, and a broken flow is not said to go nowhere.
+    let text = with_flows("  a: [from, ev]\n  b: {from: a, to: [out, late_out]}\n");
+    assert_eq!(
+        errors(&text),
+        ["expected a mapping for flow `a`, found a list"]
+    );
+    // An invalid declared name is reported once, not again where it is used.
+    let text =
+        with_flows("  f: {from: ev, to: [my-out, late_out]}\n").replace("  out: {", "  my-out: {");
+    assert_eq!(errors(&text), ["invalid sink name `my-out`"]);
+}
+
+#[test]
 fn all_errors_are_reported_at_once() {
     let text = with_flows(
         "  f:

@@ -26,6 +26,9 @@ pub(crate) struct Row<'a> {
     /// False when the row is not fully known (an earlier error): unknown names are then
     /// not reported.
     pub complete: bool,
+    /// Names known to exist whose type is unknown (an earlier error): uses of them are
+    /// not reported.
+    pub poisoned: &'a [String],
 }
 
 /// The accumulators of one `aggregate` block, deduplicated.
@@ -283,7 +286,7 @@ impl<'a, 'r> Typer<'a, 'r> {
                 f.nullable,
             ));
         }
-        if !self.row.complete {
+        if !self.row.complete || self.row.poisoned.iter().any(|p| p == name) {
             return None;
         }
         let names = self.row.fields.iter().map(|f| f.name.as_str());

@@ -230,8 +230,13 @@ impl<'p> Gen<'p> {
         } else {
             quote!()
         };
+        let allow = if with_main {
+            quote!(#![allow(unused, clippy::all)])
+        } else {
+            quote!()
+        };
         Ok(quote! {
-            #![allow(unused, clippy::all)]
+            #allow
 
             #(#items)*
 

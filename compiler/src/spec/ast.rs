@@ -45,6 +45,9 @@ pub struct SourceDecl {
     /// False when some schema entry could not be read (then unknown fields are not
     /// reported against it).
     pub schema_complete: bool,
+    /// Schema fields whose declaration had an error (reported): they exist, their type
+    /// is unknown, and uses of them are not reported again.
+    pub poisoned: Vec<String>,
     pub event_time: Option<Spanned<String>>,
     pub max_out_of_orderness: Millis,
     pub idle_timeout: Option<Millis>,
@@ -107,6 +110,8 @@ pub struct FlowDecl {
     pub steps: Vec<StepDecl>,
     pub to: Vec<Spanned<String>>,
     pub late: Option<Spanned<String>>,
+    /// The flow's body could not be read (reported): its missing parts are not reported.
+    pub broken: bool,
 }
 
 #[derive(Clone, Debug)]

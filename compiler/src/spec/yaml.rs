@@ -261,6 +261,9 @@ pub(crate) fn parse(rep: &mut Reporter) -> Option<Node> {
                         break;
                     }
                 }
+                if e.info().contains("tab") {
+                    d = d.help("indent with spaces: YAML does not allow tabs in indentation");
+                }
                 rep.push(d);
                 return None;
             }

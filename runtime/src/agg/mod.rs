@@ -21,7 +21,9 @@ pub use quantile::Quantile;
 /// `avg(x)`: sum and count of non-null values.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Avg {
+    /// Sum of the values added.
     pub sum: f64,
+    /// Number of values added.
     pub n: u64,
 }
 
@@ -184,6 +186,7 @@ impl<T: Clone> Last<T> {
 pub trait DistinctValue: Clone {
     /// What the exact set stores: equal values have equal representations.
     type Repr: Hash + Eq + Clone;
+    /// The representation of this value in the exact set.
     fn repr(&self) -> Self::Repr;
     /// 64-bit hash (xxh3) used by `ApproxCountDistinct`.
     fn hash64(&self) -> u64;

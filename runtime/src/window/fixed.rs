@@ -1,16 +1,24 @@
 //! Tumbling and sliding windows: the windows of an event are a function of its event
 //! time alone, so a window is identified by `(key, start, end)` and never merges.
 //!
-//! State: per key a small vec of windows sorted by start; timers in
-//! `BTreeMap<time, Vec<K>>` buckets: a window is registered at `end` when created
-//! unfired, and at `end + allowed_lateness` once it has fired (when that is later).
+//! State is window-major: `BTreeMap<(end, start), HashMap<K, Win>>`, one "slot" per
+//! window bounds, holding every key's state for those bounds. The ordered map is the
+//! timer structure: a slot fires when the watermark passes its `end` (slots in order of
+//! end, keys within a slot in key order) and is dropped whole at `end + lateness`.
+//! So firing reads due slots sequentially and never looks keys up, purging frees whole
+//! maps, and per event there is one hash lookup by `&K` per window it lands in (the key
+//! is cloned only when it gets state in a slot). Measured against a key-major layout
+//! (per key a small vec of windows plus `BTreeMap<time, Vec<K>>` timers) on the
+//! `window` bench: faster with and without allowed lateness, since keys holding
+//! several windows spilled their vec to the heap and every firing was a random lookup.
 
 use std::collections::BTreeMap;
+
+use std::ops::Bound;
 
 use hashbrown::HashMap;
 use hashbrown::hash_map::RawEntryMut;
 use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 
 use super::{Aggregator, Emission};
 
@@ -111,17 +119,13 @@ impl Assigner {
     }
 }
 
-/// One window's state.
+/// One key's state in one window.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Win<A> {
-    start: i64,
-    end: i64,
     /// The revision of the next firing; 0 = never fired.
     next_rev: u32,
     acc: A,
 }
-
-type Wins<A> = SmallVec<[Win<A>; 1]>;
 
 /// Tumbling or sliding windows of every key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -132,11 +136,23 @@ type Wins<A> = SmallVec<[Win<A>; 1]>;
 pub(super) struct FixedWindows<K, A> {
     assigner: Assigner,
     lateness: i64,
+    /// (end, start) -> every key's state of window [start, end). Slots with
+    /// `end <= fired_to` have fired; a slot is removed at `end + lateness <= watermark`.
     #[serde(with = "super::map_as_seq")]
-    keys: HashMap<K, Wins<A>>,
-    /// Time -> keys with a window to fire or purge then (a key may repeat).
-    timers: BTreeMap<i64, Vec<K>>,
+    slots: BTreeMap<(i64, i64), Slot<K, A>>,
+    /// The watermark of the last `advance`.
+    fired_to: i64,
     live: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "K: Serialize, A: Serialize",
+    deserialize = "K: Deserialize<'de> + std::hash::Hash + Eq, A: Deserialize<'de>"
+))]
+struct Slot<K, A> {
+    #[serde(with = "super::map_as_seq")]
+    keys: HashMap<K, Win<A>>,
 }
 
 impl<K, A> FixedWindows<K, A>
@@ -148,8 +164,8 @@ where
         FixedWindows {
             assigner,
             lateness,
-            keys: HashMap::new(),
-            timers: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            fired_to: i64::MIN,
             live: 0,
         }
     }
@@ -158,12 +174,9 @@ where
         self.live
     }
 
-    pub(super) fn live_keys(&self) -> usize {
-        self.keys.len()
-    }
-
+    /// Each slot is one pending timer (its firing, then its purge).
     pub(super) fn pending_timers(&self) -> usize {
-        self.timers.values().map(Vec::len).sum()
+        self.slots.len()
     }
 
     pub(super) fn process(
@@ -182,41 +195,27 @@ where
             return false;
         }
         let size = i128::from(self.assigner.size());
-        let wins = match self.keys.raw_entry_mut().from_key(key) {
-            RawEntryMut::Occupied(o) => o.into_mut(),
-            RawEntryMut::Vacant(v) => v.insert(key.clone(), SmallVec::new()).1,
-        };
         let mut s = first;
         while s <= last {
             let (start, end) = (clamp(s), clamp(s + size));
             s += step;
-            let i = match wins.binary_search_by(|w| (w.start, w.end).cmp(&(start, end))) {
-                Ok(i) => i,
-                Err(i) => {
-                    wins.insert(
-                        i,
-                        Win {
-                            start,
-                            end,
-                            next_rev: 0,
-                            acc: A::default(),
-                        },
-                    );
+            let slot = self.slots.entry((end, start)).or_insert_with(|| Slot {
+                keys: HashMap::new(),
+            });
+            let w = match slot.keys.raw_entry_mut().from_key(key) {
+                RawEntryMut::Occupied(o) => o.into_mut(),
+                RawEntryMut::Vacant(v) => {
                     self.live += 1;
-                    // Unfired: its next action is firing at `end`; one that is already
-                    // due fires below, so its next action is the purge.
-                    let at = if end <= wm {
-                        end.saturating_add(self.lateness)
-                    } else {
-                        end
+                    let w = Win {
+                        next_rev: 0,
+                        acc: A::default(),
                     };
-                    self.timers.entry(at).or_default().push(key.clone());
-                    i
+                    v.insert(key.clone(), w).1
                 }
             };
-            let w = &mut wins[i];
             update(&mut w.acc);
             if end <= wm {
+                // Fired already (or due and new): fire at once with the next revision.
                 out.push(Emission {
                     key: key.clone(),
                     start,
@@ -232,54 +231,37 @@ where
     }
 
     pub(super) fn advance(&mut self, wm: i64, out: &mut Vec<Emission<K, A::Output>>) {
-        let lateness = self.lateness;
-        while let Some(entry) = self.timers.first_entry() {
-            if *entry.key() > wm {
+        // Fire the slots that became due: fired_to < end <= wm, in order of end.
+        let due = (
+            Bound::Excluded((self.fired_to, i64::MAX)),
+            Bound::Included((wm, i64::MAX)),
+        );
+        if self.fired_to < wm {
+            for (&(end, start), slot) in self.slots.range_mut(due) {
+                let mut wins: Vec<(&K, &mut Win<A>)> = slot.keys.iter_mut().collect();
+                wins.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                out.reserve(wins.len());
+                for (key, w) in wins {
+                    out.push(Emission {
+                        key: key.clone(),
+                        start,
+                        end,
+                        revision: w.next_rev,
+                        retracted: false,
+                        out: w.acc.output(),
+                    });
+                    w.next_rev = w.next_rev.saturating_add(1);
+                }
+            }
+            self.fired_to = wm;
+        }
+        // Purge: slots are ordered by end, so the dead ones are a prefix.
+        while let Some(slot) = self.slots.first_entry() {
+            if slot.key().0.saturating_add(self.lateness) > wm {
                 break;
             }
-            let (t, mut keys) = entry.remove_entry();
-            keys.sort_unstable();
-            keys.dedup();
-            for key in keys {
-                let Some(wins) = self.keys.get_mut(&key) else {
-                    continue;
-                };
-                // Windows are sorted by start, so by end too: they fire in order.
-                let mut purge_at: SmallVec<[i64; 2]> = SmallVec::new();
-                for w in wins.iter_mut() {
-                    if w.next_rev == 0 && w.end <= t {
-                        out.push(Emission {
-                            key: key.clone(),
-                            start: w.start,
-                            end: w.end,
-                            revision: 0,
-                            retracted: false,
-                            out: w.acc.output(),
-                        });
-                        w.next_rev = 1;
-                        let p = w.end.saturating_add(lateness);
-                        if p > t {
-                            purge_at.push(p);
-                        }
-                    }
-                }
-                // Every window with end <= t has fired by now.
-                let before = wins.len();
-                wins.retain(|w| w.end.saturating_add(lateness) > t);
-                self.live -= before - wins.len();
-                if wins.is_empty() {
-                    self.keys.remove(&key);
-                    continue;
-                }
-                if let Some((&lastp, rest)) = purge_at.split_last() {
-                    for &p in rest {
-                        self.timers.entry(p).or_default().push(key.clone());
-                    }
-                    self.timers.entry(lastp).or_default().push(key);
-                }
-            }
+            self.live -= slot.remove().keys.len();
         }
-        super::shrink_if_sparse(&mut self.keys);
     }
 }
 

@@ -4,17 +4,19 @@
 //! struct `K` and accumulator struct `A`. State is organised so that firing and purging
 //! cost no scan over all keys: timers are kept ordered by time.
 //!
-//! - [`fixed`]: tumbling and sliding windows (window bounds are a function of the
-//!   event time alone). Timers: `BTreeMap<time, Vec<K>>` buckets.
-//! - [`session`]: merging session windows. Timers: `BTreeSet<(time, K)>` with exactly
-//!   one entry per key that holds state (its next action time).
+//! - `fixed.rs`: tumbling and sliding windows (window bounds are a function of the
+//!   event time alone). State is window-major, `BTreeMap<(end, start), HashMap<K, _>>`,
+//!   which is its own timer structure: due windows are a prefix of the map.
+//! - `session.rs`: merging session windows. State is key-major (sessions of a key
+//!   merge); timers: `BTreeSet<(time, K)>` with exactly one entry per key that holds
+//!   state (its next action time).
 //!
 //! Architecture invariants (checked by `tests/window_model.rs`):
 //! - every held window with `end <= watermark` has fired (revision 0 at least);
-//! - every held window has a pending timer at its next action time (`end` until it
-//!   fires, `end + allowed_lateness` after), so nothing leaks: after
-//!   `advance(WATERMARK_MAX)` no window, key or timer is left;
-//! - the key map is looked up by `&K`; a key is cloned only when state or a timer is
+//! - every held window is reachable from a time-ordered structure at its next action
+//!   time (`end` until it fires, `end + allowed_lateness` after), so nothing leaks:
+//!   after `advance(WATERMARK_MAX)` no window, key or timer is left;
+//! - key maps are looked up by `&K`; a key is cloned only when state or a timer is
 //!   created for it, and once per emission.
 
 mod fixed;
@@ -31,17 +33,33 @@ use session::Sessions;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WindowKind {
     /// `[start, start + size)` with `start = ts - ((ts - offset) mod size)`.
-    Tumbling { size: i64, offset: i64 },
+    Tumbling {
+        /// Window length (ms).
+        size: i64,
+        /// Shift of the window grid from the epoch (ms).
+        offset: i64,
+    },
     /// Every `[s, s + size)` with `s ≡ 0 (mod slide)` and `s <= ts < s + size`.
-    Sliding { size: i64, slide: i64 },
+    Sliding {
+        /// Window length (ms), a multiple of `slide`.
+        size: i64,
+        /// Distance between window starts (ms).
+        slide: i64,
+    },
     /// Each event opens `[ts, ts + gap)`; windows of one key that overlap or touch merge.
-    Session { gap: i64 },
+    Session {
+        /// Inactivity gap (ms).
+        gap: i64,
+    },
 }
 
 /// A window step of a flow: the kind and its allowed lateness (ms, default 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowSpec {
+    /// Tumbling, sliding or session, with its sizes.
     pub kind: WindowKind,
+    /// How long (ms) a fired window's state is kept for late events: until
+    /// `watermark >= end + allowed_lateness`.
     pub allowed_lateness: i64,
 }
 
@@ -81,15 +99,18 @@ pub trait Aggregator: Default {
 /// One window result to emit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Emission<K, O> {
+    /// The window's key (`()` for a global window).
     pub key: K,
-    /// Window bounds `[start, end)`, epoch millis.
+    /// Window start (inclusive), epoch millis.
     pub start: i64,
+    /// Window end (exclusive), epoch millis.
     pub end: i64,
     /// 0 for the first firing of a window, then +1 for each re-firing.
     pub revision: u32,
     /// True for a session window absorbed by a merge after it had fired: `out` and
     /// `revision` repeat its last emission, and readers must drop the row.
     pub retracted: bool,
+    /// The aggregate values ([`Aggregator::output`]).
     pub out: O,
 }
 
@@ -199,14 +220,6 @@ where
         }
     }
 
-    /// Number of keys that hold at least one window (for tests and metrics).
-    pub fn live_keys(&self) -> usize {
-        match &self.state {
-            State::Fixed(f) => f.live_keys(),
-            State::Session(s) => s.live_keys(),
-        }
-    }
-
     /// Number of pending timer entries (for tests: 0 once everything is purged).
     pub fn pending_timers(&self) -> usize {
         match &self.state {
@@ -216,35 +229,30 @@ where
     }
 }
 
-/// Key maps are serialized as a sequence of `(key, value)` pairs, so any key type works
+/// Maps are serialized as a sequence of `(key, value)` pairs, so any key type works
 /// with any format (JSON objects only allow string keys).
 mod map_as_seq {
-    use hashbrown::HashMap;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::hash::Hash;
 
-    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
-        map: &HashMap<K, V>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(map.iter())
+    pub fn serialize<'a, M, K, V, S>(map: &'a M, s: S) -> Result<S::Ok, S::Error>
+    where
+        &'a M: IntoIterator<Item = (&'a K, &'a V)>,
+        K: Serialize + 'a,
+        V: Serialize + 'a,
+        S: Serializer,
+    {
+        s.collect_seq(map)
     }
 
-    pub fn deserialize<'de, K, V, D>(d: D) -> Result<HashMap<K, V>, D::Error>
+    pub fn deserialize<'de, M, K, V, D>(d: D) -> Result<M, D::Error>
     where
-        K: Deserialize<'de> + Hash + Eq,
+        M: FromIterator<(K, V)>,
+        K: Deserialize<'de>,
         V: Deserialize<'de>,
         D: Deserializer<'de>,
     {
         let pairs = Vec::<(K, V)>::deserialize(d)?;
         Ok(pairs.into_iter().collect())
-    }
-}
-
-/// Shrinks a key map that emptied out after a burst, so memory follows live state.
-fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut hashbrown::HashMap<K, V>) {
-    if map.capacity() > 64 && map.len() * 8 < map.capacity() {
-        map.shrink_to(map.len() * 2);
     }
 }
 

@@ -159,10 +159,6 @@ where
         self.live
     }
 
-    pub(super) fn live_keys(&self) -> usize {
-        self.keys.len()
-    }
-
     pub(super) fn pending_timers(&self) -> usize {
         self.timers.len()
     }
@@ -301,6 +297,14 @@ where
                 self.timers.insert(Timer { at: ks.timer, key });
             }
         }
-        super::shrink_if_sparse(&mut self.keys);
+        shrink_if_sparse(&mut self.keys);
+    }
+}
+
+/// Shrinks the key map after a burst of keys has been purged, so memory follows live
+/// state (hysteresis: only when under 1/8 full, to twice the live size).
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() * 8 < map.capacity() {
+        map.shrink_to(map.len() * 2);
     }
 }

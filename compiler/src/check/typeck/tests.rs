@@ -114,6 +114,7 @@ fn typed(src: &str) -> Result<(String, String), Vec<String>> {
         Row {
             fields: &fields,
             complete: true,
+            poisoned: &[],
         },
         &[],
     )
@@ -220,6 +221,7 @@ fn comparison_with_null_warns() {
         Row {
             fields: &fields,
             complete: true,
+            poisoned: &[],
         },
         &[],
     )
@@ -327,7 +329,8 @@ fn unknown_fields_and_hints() {
             &mut rep,
             Row {
                 fields: &fields,
-                complete: true
+                complete: true,
+                poisoned: &[],
             },
             &[]
         )
@@ -350,7 +353,8 @@ fn unknown_fields_and_hints() {
             &mut rep,
             Row {
                 fields: &fields,
-                complete: true
+                complete: true,
+                poisoned: &[],
             },
             &pending
         )
@@ -371,7 +375,8 @@ fn unknown_fields_and_hints() {
             &mut rep,
             Row {
                 fields: &fields,
-                complete: false
+                complete: false,
+                poisoned: &[],
             },
             &[]
         )
@@ -407,6 +412,7 @@ fn agg(srcs: &[&str]) -> Result<Typed, Vec<String>> {
             Row {
                 fields: &fields,
                 complete: true,
+                poisoned: &[],
             },
             &mut ctx,
         )

@@ -12,25 +12,27 @@ const STEP_KINDS: [&str; 5] = ["filter", "map", "key_by", "window", "aggregate"]
 const LATER_STEP_KINDS: [&str; 2] = ["join", "pattern"];
 
 impl Decoder<'_> {
-    pub(super) fn flow(&mut self, entry: &Entry) -> Option<FlowDecl> {
+    pub(super) fn flow(&mut self, entry: &Entry) -> FlowDecl {
         let name = Spanned::new(entry.key_str().to_string(), entry.key.span);
-        if !self.check_identifier(&name, "flow name") {
-            return None;
-        }
+        self.check_identifier(&name, "flow name");
         let what = format!("flow `{}`", name.value);
-        let mut keys = self.keys(
-            &entry.value,
-            what,
-            entry.key.span,
-            &["from", "steps", "to", "late"],
-            false,
-        )?;
         let mut flow = FlowDecl {
             name,
             from: None,
             steps: Vec::new(),
             to: Vec::new(),
             late: None,
+            broken: false,
+        };
+        let Some(mut keys) = self.keys(
+            &entry.value,
+            what,
+            entry.key.span,
+            &["from", "steps", "to", "late"],
+            false,
+        ) else {
+            flow.broken = true;
+            return flow;
         };
         flow.from = self
             .require(
@@ -38,7 +40,7 @@ impl Decoder<'_> {
                 "from",
                 Some("name the source or flow this flow reads: `from: clicks`"),
             )
-            .and_then(|e| self.name(e, "source or flow name"));
+            .and_then(|e| self.nonempty_string(e, "a source or flow name"));
         if let Some(e) = keys.get("steps") {
             self.steps(e, &mut flow);
         }
@@ -46,10 +48,10 @@ impl Decoder<'_> {
             flow.to = self.name_list(e, "sink name").unwrap_or_default();
         }
         if let Some(e) = keys.get("late") {
-            flow.late = self.name(e, "sink name");
+            flow.late = self.nonempty_string(e, "a sink name");
         }
         self.finish(keys);
-        Some(flow)
+        flow
     }
 
     fn steps(&mut self, entry: &Entry, flow: &mut FlowDecl) {

@@ -194,12 +194,6 @@ impl Decoder<'_> {
         Some(s)
     }
 
-    /// A name (`[A-Za-z_][A-Za-z0-9_]*`) used as a reference or a declaration.
-    pub fn name(&mut self, entry: &Entry, what: &str) -> Option<Spanned<String>> {
-        let s = self.string(entry, what)?;
-        self.check_identifier(&s, what).then_some(s)
-    }
-
     /// Checks that a declared or referenced name is an identifier; reports otherwise.
     pub fn check_identifier(&mut self, name: &Spanned<String>, what: &str) -> bool {
         if is_identifier(&name.value) {
@@ -288,28 +282,16 @@ impl Decoder<'_> {
         }
     }
 
-    /// A list of names, or a single name.
+    /// A list of names, or a single name (references: resolution reports unknown ones).
     pub fn name_list(&mut self, entry: &Entry, what: &str) -> Option<Vec<Spanned<String>>> {
         match &entry.value.kind {
-            NodeKind::Scalar(s) => {
-                let name = Spanned::new(s.value.clone(), entry.value.span);
-                Some(if self.check_identifier(&name, what) {
-                    vec![name]
-                } else {
-                    Vec::new()
-                })
-            }
+            NodeKind::Scalar(s) => Some(vec![Spanned::new(s.value.clone(), entry.value.span)]),
             NodeKind::Null => Some(Vec::new()),
             NodeKind::Seq(items) => {
                 let mut out = Vec::new();
                 for item in items {
                     match &item.kind {
-                        NodeKind::Scalar(s) => {
-                            let name = Spanned::new(s.value.clone(), item.span);
-                            if self.check_identifier(&name, what) {
-                                out.push(name);
-                            }
-                        }
+                        NodeKind::Scalar(s) => out.push(Spanned::new(s.value.clone(), item.span)),
                         _ => self.expected(item, &format!("a {what}"), entry.key.span),
                     }
                 }
@@ -482,21 +464,18 @@ impl Decoder<'_> {
         }
         let sources = keys.get("sources");
         for entry in self.named_entries(sources, "sources", true, top) {
-            if let Some(s) = self.source(entry) {
-                spec.sources.push(s);
-            }
+            let s = self.source(entry);
+            spec.sources.push(s);
         }
         let flows = keys.get("flows");
         for entry in self.named_entries(flows, "flows", true, top) {
-            if let Some(f) = self.flow(entry) {
-                spec.flows.push(f);
-            }
+            let f = self.flow(entry);
+            spec.flows.push(f);
         }
         let sinks = keys.get("sinks");
         for entry in self.named_entries(sinks, "sinks", true, top) {
-            if let Some(s) = self.sink(entry) {
-                spec.sinks.push(s);
-            }
+            let s = self.sink(entry);
+            spec.sinks.push(s);
         }
         if let Some(e) = keys.get("dead_letter") {
             spec.dead_letter = self

@@ -8,14 +8,12 @@ use crate::spec::yaml::{Entry, Node, NodeKind};
 const SINK_KINDS: [&str; 4] = ["kafka", "file", "stdout", "redis"];
 
 impl Decoder<'_> {
-    pub(super) fn sink(&mut self, entry: &Entry) -> Option<SinkDecl> {
+    pub(super) fn sink(&mut self, entry: &Entry) -> SinkDecl {
         let name = Spanned::new(entry.key_str().to_string(), entry.key.span);
-        if !self.check_identifier(&name, "sink name") {
-            return None;
-        }
+        self.check_identifier(&name, "sink name");
         let what = format!("sink `{}`", name.value);
         let body = self.sink_body(&entry.value, &what, entry.key.span);
-        Some(SinkDecl { name, body })
+        SinkDecl { name, body }
     }
 
     /// A sink body: exactly one of `kafka`, `file`, `stdout`, `redis`.

@@ -12,13 +12,21 @@ use crate::spec::yaml::{Entry, NodeKind};
 const SOURCE_KINDS: [&str; 3] = ["kafka", "file", "datagen"];
 
 impl Decoder<'_> {
-    pub(super) fn source(&mut self, entry: &Entry) -> Option<SourceDecl> {
+    pub(super) fn source(&mut self, entry: &Entry) -> SourceDecl {
         let name = Spanned::new(entry.key_str().to_string(), entry.key.span);
-        if !self.check_identifier(&name, "source name") {
-            return None;
-        }
+        self.check_identifier(&name, "source name");
         let what = format!("source `{}`", name.value);
-        let mut keys = self.keys(
+        let mut decl = SourceDecl {
+            name,
+            kind: None,
+            schema: Vec::new(),
+            schema_complete: true,
+            poisoned: Vec::new(),
+            event_time: None,
+            max_out_of_orderness: 0,
+            idle_timeout: None,
+        };
+        let Some(mut keys) = self.keys(
             &entry.value,
             what.clone(),
             entry.key.span,
@@ -32,15 +40,9 @@ impl Decoder<'_> {
                 "watermark",
             ],
             false,
-        )?;
-        let mut decl = SourceDecl {
-            name,
-            kind: None,
-            schema: Vec::new(),
-            schema_complete: true,
-            event_time: None,
-            max_out_of_orderness: 0,
-            idle_timeout: None,
+        ) else {
+            decl.schema_complete = false;
+            return decl;
         };
         decl.kind = self.source_kind(&mut keys);
         if let Some(e) = keys.get("format")
@@ -97,7 +99,7 @@ impl Decoder<'_> {
             self.finish(wk);
         }
         self.finish(keys);
-        Some(decl)
+        decl
     }
 
     fn source_kind(&mut self, keys: &mut Keys<'_>) -> Option<SourceKindDecl> {
@@ -321,7 +323,7 @@ impl Decoder<'_> {
             let name = Spanned::new(f.key_str().to_string(), f.key.span);
             if !is_identifier(&name.value) {
                 self.check_identifier(&name, "field name");
-                decl.schema_complete = false;
+                decl.poisoned.push(name.value);
                 continue;
             }
             let NodeKind::Scalar(s) = &f.value.kind else {
@@ -330,7 +332,7 @@ impl Decoder<'_> {
                     &format!("a type for field `{}`", name.value),
                     f.key.span,
                 );
-                decl.schema_complete = false;
+                decl.poisoned.push(name.value);
                 continue;
             };
             match parse_type(&s.value) {
@@ -346,7 +348,7 @@ impl Decoder<'_> {
                             .label(f.value.span, format!("the type of `{}`", name.value))
                             .maybe_help(help),
                     );
-                    decl.schema_complete = false;
+                    decl.poisoned.push(name.value);
                 }
             }
         }
