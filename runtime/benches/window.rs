@@ -63,12 +63,12 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// (key, ts, value), fixed seed.
-fn events() -> Vec<(Key, i64, f64)> {
+/// (key, ts, value) over `keys` keys, fixed seed.
+fn events(keys: u64) -> Vec<(Key, i64, f64)> {
     (0..EVENTS as u64)
         .map(|i| {
             let r = mix(i);
-            let key = Key { user_id: r % KEYS };
+            let key = Key { user_id: r % keys };
             let on_time = 1_700_000_000_000 + i as i64 * SPAN_MS / EVENTS as i64;
             let ts = on_time - ((r >> 20) % OOO_MS as u64) as i64;
             (key, ts, ((r >> 40) % 1000) as f64)
@@ -108,7 +108,7 @@ fn run(kind: WindowKind, allowed_lateness: i64, events: &[(Key, i64, f64)]) -> u
 }
 
 fn bench(c: &mut Criterion) {
-    let events = events();
+    let events = events(KEYS);
     let mut g = c.benchmark_group("window");
     g.sample_size(10);
     g.throughput(Throughput::Elements(EVENTS as u64));
@@ -132,6 +132,12 @@ fn bench(c: &mut Criterion) {
     let session = WindowKind::Session { gap: 30_000 };
     g.bench_function("session_gap_30s_100k_keys_count_sum_avg", |b| {
         b.iter(|| run(session, 0, &events))
+    });
+    // Long sessions: 100 events per key, 3 s apart on average, so most events extend
+    // a session rather than open one.
+    let few_keys = events(KEYS / 10);
+    g.bench_function("session_gap_30s_10k_keys_count_sum_avg", |b| {
+        b.iter(|| run(session, 0, &few_keys))
     });
     g.finish();
 }

@@ -181,7 +181,7 @@ mod tests {
         assert_eq!((-5i32).sql_abs(), 5);
         assert_eq!(5u64.sql_abs(), 5);
         assert_eq!(fdiv(1.0f64, 0.0), None);
-        assert_eq!(fdiv(3u32 as f64, 2.0), Some(1.5));
+        assert_eq!(fdiv(3.0f64, 2.0), Some(1.5));
     }
 
     #[test]

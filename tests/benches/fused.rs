@@ -87,7 +87,11 @@ fn run_job(events: &[Vec<u8>]) -> usize {
 fn bench(c: &mut Criterion) {
     let events = events();
     let bytes: usize = events.iter().map(Vec::len).sum();
-    eprintln!("{} events, {:.0} bytes each on average", events.len(), bytes as f64 / events.len() as f64);
+    eprintln!(
+        "{} events, {:.0} bytes each on average",
+        events.len(),
+        bytes as f64 / events.len() as f64
+    );
     let mut g = c.benchmark_group("fused");
     g.sample_size(10);
     g.throughput(Throughput::Elements(events.len() as u64));

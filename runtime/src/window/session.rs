@@ -1,9 +1,17 @@
 //! Session windows with Flink's merging semantics.
 //!
 //! State: per key the sessions, sorted by start, pairwise neither overlapping nor
-//! touching (touching ones are merged), plus the key's next action time; timers in a
-//! `BTreeSet<(time, K)>` holding exactly one entry per key with state, at that time.
-//! A session's action time is its `end` until it fires, `end + allowed_lateness` after.
+//! touching (touching ones are merged); timers in a `BTreeSet<(time, K)>` holding
+//! exactly one entry per key with state. A session's action time is its `end` until it
+//! fires, `end + allowed_lateness` after; a key's next action time is the least over its
+//! sessions.
+//!
+//! The key's timer entry is at a time at most its next action time: it is moved at
+//! once when the next action gets earlier, but left in place when it gets later (the
+//! common case: each in-order event pushes its session's end out). When such an early
+//! entry comes due, it is re-filed at the key's true next action time. So in-order
+//! traffic costs no timer-tree operation per event, and every firing still happens when
+//! its key's entry comes due at exactly the session's `end`, in order of time.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -58,7 +66,7 @@ impl<A: Aggregator> Win<A> {
 /// The sessions of one key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct KeySessions<A> {
-    /// The key's entry in the timer set: the least action time of its sessions.
+    /// The time of the key's entry in the timer set (at most its next action time).
     timer: i64,
     wins: SmallVec<[Win<A>; 1]>,
 }
@@ -253,21 +261,24 @@ where
         }
         ks.wins.insert(i, win);
         self.live += 1;
-        let new_timer = ks.next_action(lateness);
-        ks.timer = new_timer;
-        if old_timer != Some(new_timer) {
-            let owned = old_timer
-                .and_then(|at| {
-                    let probe = TimerProbe { at, key };
-                    self.timers.take(&probe as &dyn TimerKey<K>)
-                })
-                .map(|t| t.key)
-                .unwrap_or_else(|| key.clone());
-            self.timers.insert(Timer {
-                at: new_timer,
-                key: owned,
-            });
-        }
+        let next = ks.next_action(lateness);
+        let owned = match old_timer {
+            None => key.clone(),
+            // The entry is early enough: `advance` re-files it when it comes due.
+            Some(at) if at <= next => return true,
+            Some(at) => {
+                let probe = TimerProbe { at, key };
+                match self.timers.take(&probe as &dyn TimerKey<K>) {
+                    Some(t) => t.key,
+                    None => key.clone(),
+                }
+            }
+        };
+        ks.timer = next;
+        self.timers.insert(Timer {
+            at: next,
+            key: owned,
+        });
         true
     }
 
@@ -280,6 +291,13 @@ where
             let Some(ks) = self.keys.get_mut(&key) else {
                 continue;
             };
+            let next = ks.next_action(lateness);
+            if next > t {
+                // An early entry: the key's sessions moved later. Re-file it.
+                ks.timer = next;
+                self.timers.insert(Timer { at: next, key });
+                continue;
+            }
             // `t` is the least action time of the key, so at most the one session
             // ending at `t` fires (sessions of a key have distinct ends).
             for w in ks.wins.iter_mut() {
