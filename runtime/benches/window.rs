@@ -64,7 +64,7 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// (key, ts, value) over `keys` keys, fixed seed.
-fn events(keys: u64) -> Vec<(Key, i64, f64)> {
+fn make_events(keys: u64) -> Vec<(Key, i64, f64)> {
     (0..EVENTS as u64)
         .map(|i| {
             let r = mix(i);
@@ -108,7 +108,7 @@ fn run(kind: WindowKind, allowed_lateness: i64, events: &[(Key, i64, f64)]) -> u
 }
 
 fn bench(c: &mut Criterion) {
-    let events = events(KEYS);
+    let events = make_events(KEYS);
     let mut g = c.benchmark_group("window");
     g.sample_size(10);
     g.throughput(Throughput::Elements(EVENTS as u64));
@@ -135,7 +135,7 @@ fn bench(c: &mut Criterion) {
     });
     // Long sessions: 100 events per key, 3 s apart on average, so most events extend
     // a session rather than open one.
-    let few_keys = events(KEYS / 10);
+    let few_keys = make_events(KEYS / 10);
     g.bench_function("session_gap_30s_10k_keys_count_sum_avg", |b| {
         b.iter(|| run(session, 0, &few_keys))
     });

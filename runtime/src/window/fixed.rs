@@ -13,7 +13,6 @@
 //! several windows spilled their vec to the heap and every firing was a random lookup.
 
 use std::collections::BTreeMap;
-
 use std::ops::Bound;
 
 use hashbrown::HashMap;
@@ -236,6 +235,7 @@ where
             Bound::Excluded((self.fired_to, i64::MAX)),
             Bound::Included((wm, i64::MAX)),
         );
+        // (`range_mut` panics on an empty or inverted range: the guard rules that out.)
         if self.fired_to < wm {
             for (&(end, start), slot) in self.slots.range_mut(due) {
                 let mut wins: Vec<(&K, &mut Win<A>)> = slot.keys.iter_mut().collect();
