@@ -99,3 +99,204 @@ pub fn upsert_view(rows: &[Value], key_fields: &[&str]) -> BTreeMap<String, Valu
     }
     view
 }
+
+/// Kafka helpers: the real broker of `scripts/kafka`, driven with Debian's `kcat` and the
+/// broker's own topic tool. Every test makes its own topics.
+pub mod kafka {
+    use super::root;
+    use serde_json::Value;
+    use std::io::Write;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    pub fn brokers() -> String {
+        std::env::var("STREAMC_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    }
+
+    /// A topic name unique to this test run.
+    pub fn unique(name: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        format!("t{}-{nanos:x}-{name}", std::process::id())
+    }
+
+    /// Creates a topic with `partitions` partitions; fails the test with a hint when no
+    /// broker answers.
+    pub fn create_topic(topic: &str, partitions: u32) {
+        let out = Command::new(root().join("scripts/kafka"))
+            .args(["topics", "--create", "--topic", topic])
+            .args([
+                "--partitions",
+                &partitions.to_string(),
+                "--replication-factor",
+                "1",
+            ])
+            .output()
+            .expect("running scripts/kafka");
+        assert!(
+            out.status.success(),
+            "creating topic {topic} failed (is the broker running? `scripts/kafka start`):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Produces one message per line to one partition, in order.
+    pub fn produce(topic: &str, partition: u32, lines: &[String]) {
+        let mut child = Command::new("kcat")
+            .args([
+                "-P",
+                "-b",
+                &brokers(),
+                "-t",
+                topic,
+                "-p",
+                &partition.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("kcat (apt-get install kcat)");
+        {
+            let mut stdin = child.stdin.take().expect("stdin");
+            for l in lines {
+                writeln!(stdin, "{l}").expect("writing to kcat");
+            }
+        }
+        assert!(child.wait().expect("kcat").success(), "kcat -P failed");
+    }
+
+    /// One consumed message.
+    #[derive(Debug, Clone)]
+    pub struct Message {
+        pub partition: i64,
+        pub offset: i64,
+        pub key: Option<String>,
+        pub payload: String,
+    }
+
+    /// Everything in the topic now, from the beginning.
+    pub fn consume(topic: &str) -> Vec<Message> {
+        let out = Command::new("kcat")
+            .args([
+                "-C",
+                "-b",
+                &brokers(),
+                "-t",
+                topic,
+                "-o",
+                "beginning",
+                "-e",
+                "-J",
+                "-q",
+            ])
+            .output()
+            .expect("kcat");
+        assert!(
+            out.status.success(),
+            "kcat -C: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("kcat -J line");
+                Message {
+                    partition: v["partition"].as_i64().unwrap_or(-1),
+                    offset: v["offset"].as_i64().unwrap_or(-1),
+                    key: v["key"].as_str().map(str::to_string),
+                    payload: v["payload"].as_str().unwrap_or_default().to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// The payloads of a topic, parsed as JSON.
+    pub fn consume_json(topic: &str) -> Vec<Value> {
+        consume(topic)
+            .iter()
+            .map(|m| serde_json::from_str(&m.payload).expect("JSON payload"))
+            .collect()
+    }
+
+    /// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+    pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        cond()
+    }
+
+    /// A running pipeline binary; stopped with SIGTERM by `stop`, killed if dropped.
+    pub struct Running {
+        child: Child,
+        stderr: Option<std::thread::JoinHandle<String>>,
+    }
+
+    impl Running {
+        pub fn start(binary: &Path, args: &[String]) -> Self {
+            let mut child = Command::new(binary)
+                .args(args)
+                .env("STREAMC_BROKERS", brokers())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("starting the pipeline");
+            let mut err = child.stderr.take().expect("stderr");
+            let stderr = std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = std::io::Read::read_to_string(&mut err, &mut s);
+                s
+            });
+            Running {
+                child,
+                stderr: Some(stderr),
+            }
+        }
+
+        /// Whether the process has exited already.
+        pub fn exited(&mut self) -> bool {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        }
+
+        /// SIGTERM, then the exit status and everything it wrote to stderr.
+        pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let status = loop {
+                if let Ok(Some(s)) = self.child.try_wait() {
+                    break s;
+                }
+                if Instant::now() > deadline {
+                    let _ = self.child.kill();
+                    break self.child.wait().expect("wait");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            let err = self
+                .stderr
+                .take()
+                .map(|h| h.join().unwrap_or_default())
+                .unwrap_or_default();
+            (status, err)
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if !matches!(self.child.try_wait(), Ok(Some(_))) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}

@@ -212,7 +212,8 @@ fn write_logical(plan: &Plan, o: &mut String) -> fmt::Result {
 }
 
 fn write_fused(plan: &Plan, fused: &FusedPlan, o: &mut String) -> fmt::Result {
-    writeln!(o, "Fused plan ({} stages)", fused.stages.len())?;
+    let n = fused.stages.len();
+    writeln!(o, "Fused plan ({n} stage{})", if n == 1 { "" } else { "s" })?;
     for (i, st) in fused.stages.iter().enumerate() {
         match st.input {
             StageInput::Source(s) => writeln!(

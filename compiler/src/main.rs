@@ -138,10 +138,11 @@ fn run(cmd: Cmd) -> miette::Result<ExitCode> {
             )
             .map_err(|e| miette!("{e}"))?;
             eprintln!(
-                "built {} in {:.1}s ({} crates compiled)",
+                "built {} in {:.1}s ({} crate{} compiled)",
                 built.binary.display(),
                 built.elapsed.as_secs_f64(),
-                built.compiled
+                built.compiled,
+                if built.compiled == 1 { "" } else { "s" }
             );
             Ok(ExitCode::SUCCESS)
         }

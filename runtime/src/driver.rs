@@ -1,15 +1,24 @@
 //! The driver: reads the sources, hands each record to the generated `Pipeline`,
-//! tracks watermarks, and owns the sinks. Single-threaded: one task per binary (the
-//! Kafka issue adds partition-parallel tasks).
+//! tracks watermarks, and owns the sinks. Single-threaded: one task per binary (scaling
+//! out is by Kafka partitions: several binaries in one consumer group).
 //!
-//! The loop polls every unfinished source for one batch in turn (round-robin). Each
-//! record goes to [`Pipeline::on_record`]; its event time advances the source's
-//! [`WatermarkTracker`], and every advance of the task watermark is handed to
+//! The loop polls every unfinished source for one batch in turn (round-robin). A
+//! batch's partition assignments and revocations (Kafka rebalances) go to the source's
+//! [`WatermarkTracker`] first. Each record goes to [`Pipeline::on_record`]; its event
+//! time advances the tracker, and every advance of the task watermark is handed to
 //! [`Pipeline::on_watermark`] at once (so each event is judged against the watermark
-//! of every event before it). Idleness is checked after every poll. A source that ends
-//! moves to `WATERMARK_MAX`; when every source has ended the sinks are flushed and
-//! closed and the job ends. SIGTERM/SIGINT stop reading (no window fires), flush and
-//! close the sinks. Sinks are flushed at least every ~100 ms while rows are written.
+//! of every event before it). Then the partitions' caught-up statuses, and idleness is
+//! checked after every poll. A source that ends moves to `WATERMARK_MAX`; when every
+//! source has ended the sinks are flushed and closed and the job ends. SIGTERM/SIGINT
+//! stop reading (no window fires), flush and close the sinks. Sinks are flushed at
+//! least every ~100 ms while rows are written.
+//!
+//! Offsets (Kafka, at-least-once): for sources that track offsets the driver reports
+//! each batch's processed records as one run per partition (first offset, next offset,
+//! max event time) with [`Pipeline::held_from`], and every `--commit-interval` (default
+//! 5 s) and at shutdown it first waits until every sink has delivered what it was given
+//! ([`Sink::wait_delivered`]), then asks the sources to commit what is safe:
+//! asynchronously while running, synchronously at shutdown. See `kafka/offsets.rs`.
 //!
 //! Architecture invariant: nothing the data does makes the driver panic; an invalid
 //! record is the pipeline's to dead-letter, and every sink error ends the job with a
@@ -25,9 +34,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::metrics::{Metrics, MetricsServer};
+use crate::kafka::{BROKERS_ENV, KafkaEnv};
+use crate::metrics::{Metrics, MetricsServer, PartitionMetrics};
 use crate::sink::{self, Sink, SinkError, SinkKind, SinkSpec};
-use crate::source::{self, Batch, Poll, PollLimits, Source, SourceError, SourceKind, SourceSpec};
+use crate::source::{
+    self, Batch, PartitionChange, PartitionStats, Poll, PollLimits, Processed, Source, SourceError,
+    SourceKind, SourceSpec,
+};
 use crate::watermark::WatermarkTracker;
 
 /// One input record as it arrived.
@@ -52,6 +65,24 @@ pub trait Pipeline {
     /// Source `src`'s task watermark advanced to `wm` (WATERMARK_MAX at the end of a
     /// bounded source): fire and purge windows of every flow fed by it, transitively.
     fn on_watermark(&mut self, src: usize, wm: i64, ctx: &mut Context);
+
+    /// The smallest event time of source `src` whose records may still affect a
+    /// result: every record with an event time below it has had all its windows fire
+    /// AND be purged (past allowed lateness), in every flow fed by the source,
+    /// transitively (a downstream window holding rows derived from the source counts);
+    /// `i64::MAX` when no window state is held (a flow without windows holds nothing:
+    /// its rows are written at once). Typically the minimum of
+    /// `WindowOperator::oldest_held_start` over those windows (None = `i64::MAX`).
+    ///
+    /// The driver commits a Kafka partition's offsets only up to the first record whose
+    /// event time may be held (at-least-once: a restart re-reads held records and
+    /// rebuilds the window state from them). Called once per poll of such a source, so
+    /// it must be cheap (no scan over keys). The default, `i64::MIN`, holds everything:
+    /// nothing read since the last commit is ever committed.
+    fn held_from(&self, src: usize) -> i64 {
+        let _ = src;
+        i64::MIN
+    }
 }
 
 /// What the generated `main` tells the driver about the job.
@@ -75,6 +106,9 @@ pub enum Error {
     /// Bad command line (exit code 2).
     #[error("{0}")]
     Usage(String),
+    /// The tracing subscriber (logs) could not be installed.
+    #[error("cannot set up logging: {0}")]
+    Logging(String),
     /// A source could not be opened or read.
     #[error("source `{name}`: {source}")]
     Source {
@@ -122,7 +156,8 @@ impl Error {
 pub enum Stop {
     /// Every source ended and every window fired.
     Finished,
-    /// SIGTERM or SIGINT: reading stopped, sinks flushed; unbounded windows not fired.
+    /// SIGTERM or SIGINT (or the stop flag of [`run_until`]): reading stopped, sinks
+    /// flushed, safe offsets committed; unbounded windows not fired.
     Signal,
     /// The reader of stdout went away (broken pipe, e.g. `| head`).
     OutputClosed,
@@ -181,7 +216,17 @@ pub struct Options {
     pub dead_letters: Vec<(usize, SinkKind)>,
     /// `--metrics-addr ADDR`.
     pub metrics_addr: Option<SocketAddr>,
+    /// `--brokers ADDRS`: Kafka bootstrap servers of every Kafka source and sink
+    /// (overrides `STREAMC_BROKERS` and `bootstrap.servers` properties).
+    pub brokers: Option<String>,
+    /// `--commit-interval MS`: how often Kafka offsets are committed (default 5 s).
+    pub commit_interval: Option<Duration>,
+    /// `--group-id SOURCE=ID`: source index, consumer group.
+    pub group_ids: Vec<(usize, String)>,
 }
+
+/// Offsets are committed this often unless `--commit-interval` says otherwise.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the command line asks for.
 #[derive(Clone, Debug, PartialEq)]
@@ -204,17 +249,17 @@ pub fn usage(spec: &JobSpec) -> String {
          \x20 --output SINK=PATH         write sink SINK to the JSON-lines file PATH (- = stdout)\n\
          \x20 --dead-letter SOURCE=PATH  write invalid records of SOURCE to PATH (- = stdout)\n\
          \x20 --metrics-addr ADDR        serve Prometheus metrics on http://ADDR/metrics (e.g. :9090)\n\
+         \x20 --brokers ADDRS            Kafka bootstrap servers, host:port[,host:port...]\n\
+         \x20                            (default: $STREAMC_BROKERS, else the spec's, else 127.0.0.1:9092)\n\
+         \x20 --group-id SOURCE=ID       consumer group of Kafka source SOURCE\n\
+         \x20 --commit-interval MS       commit Kafka offsets every MS milliseconds (also 5s, 1m; default 5s)\n\
          \x20 -h, --help                 print this help\n\
          \x20 -V, --version              print the version\n",
         name = spec.name
     );
     s.push_str("\nSources:\n");
     for src in &spec.sources {
-        let kind = match &src.kind {
-            SourceKind::File { path } => format!("file {path}"),
-            SourceKind::Datagen(_) => "datagen".to_string(),
-        };
-        s.push_str(&format!("  {:<26} {kind}\n", src.name));
+        s.push_str(&format!("  {:<26} {}\n", src.name, src.kind));
     }
     s.push_str("\nSinks:\n");
     for sink in &spec.sinks {
@@ -222,7 +267,9 @@ pub fn usage(spec: &JobSpec) -> String {
     }
     s.push_str(
         "\nRuns until every source has ended (bounded sources) or SIGTERM/SIGINT, then flushes\n\
-         the sinks and exits 0; exits 1 on errors, 2 on a bad command line.\n",
+         the sinks (and commits Kafka offsets) and exits 0; exits 1 on errors, 2 on a bad\n\
+         command line. Logs go to stderr; STREAMC_LOG sets the level (error, warn, info,\n\
+         debug, trace; per module: info,streamc_runtime=debug,librdkafka=warn).\n",
     );
     s
 }
@@ -267,6 +314,34 @@ fn sink_kind(path: String) -> SinkKind {
         SinkKind::Stdout
     } else {
         SinkKind::File { path }
+    }
+}
+
+fn utf8(flag: &str, value: OsString) -> Result<String, Error> {
+    value
+        .into_string()
+        .map_err(|v| usage_error(format!("--{flag} {v:?}: not valid UTF-8")))
+}
+
+/// `250`, `250ms`, `5s`, `1m`: a positive duration, plain numbers in milliseconds.
+fn parse_interval(flag: &str, value: OsString) -> Result<Duration, Error> {
+    let value = utf8(flag, value)?;
+    let v = value.trim();
+    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "ms"),
+    };
+    let ms = match (num.parse::<u64>(), unit) {
+        (Ok(n), "ms") => Some(n),
+        (Ok(n), "s") => n.checked_mul(1000),
+        (Ok(n), "m") => n.checked_mul(60_000),
+        _ => None,
+    };
+    match ms {
+        Some(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+        _ => Err(usage_error(format!(
+            "--{flag} {value:?}: expected a positive number of milliseconds (or 5s, 1m)"
+        ))),
     }
 }
 
@@ -323,6 +398,30 @@ where
             Long("metrics-addr") => {
                 opts.metrics_addr = Some(parse_addr(parser.value().map_err(lex)?)?);
             }
+            Long("brokers") => {
+                let v = utf8("brokers", parser.value().map_err(lex)?)?;
+                if v.trim().is_empty() {
+                    return Err(usage_error("--brokers: empty"));
+                }
+                opts.brokers = Some(v.trim().to_string());
+            }
+            Long("commit-interval") => {
+                opts.commit_interval = Some(parse_interval(
+                    "commit-interval",
+                    parser.value().map_err(lex)?,
+                )?);
+            }
+            Long("group-id") => {
+                let v = parser.value().map_err(lex)?;
+                let (i, id) = name_and_path("group-id", v, "source", &sources)?;
+                if !matches!(spec.sources[i].kind, SourceKind::Kafka(_)) {
+                    return Err(usage_error(format!(
+                        "--group-id: source `{}` does not read Kafka",
+                        spec.sources[i].name
+                    )));
+                }
+                opts.group_ids.push((i, id));
+            }
             other => return Err(lex(other.unexpected())),
         }
     }
@@ -366,7 +465,7 @@ impl Context {
     /// Opens the sinks as resolved. Logical sinks with the same kind (two sources sharing
     /// a dead-letter file, a sink and a dead-letter output both on stdout) share one
     /// writer.
-    fn open<'a>(spec: &JobSpec, resolved: &'a Resolved) -> Result<Self, Error> {
+    fn open<'a>(spec: &JobSpec, resolved: &'a Resolved, env: &KafkaEnv) -> Result<Self, Error> {
         let mut writers: Vec<(&SinkKind, Writer)> = Vec::new();
         let mut get = |entry: &'a (String, SinkKind)| -> Result<usize, Error> {
             let (label, kind) = entry;
@@ -374,7 +473,7 @@ impl Context {
                 return Ok(i);
             }
             let label = format!("{label} ({kind})");
-            let sink = sink::open(kind).map_err(|source| Error::Sink {
+            let sink = sink::open_with(kind, env).map_err(|source| Error::Sink {
                 sink: label.clone(),
                 source,
             })?;
@@ -546,6 +645,18 @@ impl Context {
         Ok(())
     }
 
+    /// Waits until every sink has delivered every row written so far (before offsets
+    /// are committed).
+    fn wait_delivered(&mut self) -> Result<(), Error> {
+        self.dirty = false;
+        for w in &mut self.writers {
+            w.sink
+                .wait_delivered()
+                .map_err(|e| Self::sink_error(w, e))?;
+        }
+        Ok(())
+    }
+
     /// Closes every writer (all of them, even after a failure); the first error wins.
     fn close(&mut self) -> Result<(), Error> {
         let mut first = None;
@@ -589,7 +700,17 @@ impl Resolved {
                     kind: SourceKind::File { path: path.clone() },
                     ..s.clone()
                 },
-                None => s.clone(),
+                None => {
+                    let mut s = s.clone();
+                    if let (SourceKind::Kafka(k), Some(id)) =
+                        (&mut s.kind, last_override(&opts.group_ids, i))
+                    {
+                        // The flag wins over the spec's group id and a `group.id` property.
+                        k.group_id = id.clone();
+                        k.properties.retain(|(key, _)| key.trim() != "group.id");
+                    }
+                    s
+                }
             })
             .collect();
         let outputs = spec
@@ -658,7 +779,8 @@ fn last_override<T>(list: &[(usize, T)], i: usize) -> Option<&T> {
     list.iter().rev().find(|(j, _)| *j == i).map(|(_, v)| v)
 }
 
-/// SIGTERM/SIGINT set a flag; the handlers are removed on drop.
+/// SIGTERM/SIGINT set a flag (given: a caller may set it too); the handlers are
+/// removed on drop.
 struct Signals {
     flag: Arc<AtomicBool>,
     ids: Vec<signal_hook::SigId>,
@@ -667,9 +789,8 @@ struct Signals {
 impl Signals {
     /// With `force_second`, a second signal exits the process at once (code 130), in
     /// case flushing hangs.
-    fn install(force_second: bool) -> Result<Self, Error> {
+    fn install(force_second: bool, flag: Arc<AtomicBool>) -> Result<Self, Error> {
         use signal_hook::consts::{SIGINT, SIGTERM};
-        let flag = Arc::new(AtomicBool::new(false));
         let mut signals = Signals {
             flag,
             ids: Vec::new(),
@@ -709,7 +830,30 @@ where
     I: IntoIterator,
     I::Item: Into<OsString>,
 {
-    run_with(spec, pipeline, args, false)
+    run_with(
+        spec,
+        pipeline,
+        args,
+        false,
+        Arc::new(AtomicBool::new(false)),
+    )
+}
+
+/// [`run`], also stopping (as on SIGTERM: sinks flushed, offsets committed,
+/// `Stop::Signal`) once `stop` is set, from another thread for example. For tests and
+/// embedding; SIGTERM/SIGINT set the same flag.
+pub fn run_until<P, I>(
+    spec: &JobSpec,
+    pipeline: &mut P,
+    args: I,
+    stop: Arc<AtomicBool>,
+) -> Result<Summary, Error>
+where
+    P: Pipeline,
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    run_with(spec, pipeline, args, false, stop)
 }
 
 fn run_with<P, I>(
@@ -717,6 +861,7 @@ fn run_with<P, I>(
     pipeline: &mut P,
     args: I,
     force_second: bool,
+    stop: Arc<AtomicBool>,
 ) -> Result<Summary, Error>
 where
     P: Pipeline,
@@ -725,7 +870,7 @@ where
 {
     let text = match parse_args(spec, args)? {
         Command::Run(opts) => {
-            let signals = Signals::install(force_second)?;
+            let signals = Signals::install(force_second, stop)?;
             return execute(spec, pipeline, &opts, &signals.flag);
         }
         Command::Help => usage(spec),
@@ -746,12 +891,55 @@ where
     })
 }
 
+/// The environment variable with the log filter: a level (`info`, the default) and/or
+/// `target=level` pairs, comma-separated (`warn,streamc_runtime=debug`).
+pub const LOG_ENV: &str = "STREAMC_LOG";
+
+/// Installs the process's log subscriber: `tracing` events to stderr, filtered by
+/// `STREAMC_LOG` (default `info`). Fails on a bad filter; a subscriber already
+/// installed (a second call, or the embedding program's) is kept.
+pub fn init_logging() -> Result<(), Error> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = std::env::var(LOG_ENV).unwrap_or_default();
+    let filter = if filter.trim().is_empty() {
+        "info"
+    } else {
+        filter.trim()
+    };
+    let targets: tracing_subscriber::filter::Targets = filter
+        .parse()
+        .map_err(|e| Error::Logging(format!("{LOG_ENV}={filter:?}: {e}")))?;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(io::stderr)
+                .with_ansi(false),
+        )
+        .with(targets)
+        .try_init();
+    Ok(())
+}
+
 /// Runs the job to completion: parses flags (`--help`, `--input SOURCE=PATH`,
-/// `--output SINK=PATH`, `--dead-letter SOURCE=PATH`), opens sinks and sources, loops
+/// `--output SINK=PATH`, `--dead-letter SOURCE=PATH`, `--metrics-addr`, `--brokers`,
+/// `--group-id`, `--commit-interval`), sets up logging, opens sinks and sources, loops
 /// until every source is finished (bounded: exit 0 once every window has fired) or
-/// SIGTERM/SIGINT (flush sinks, exit 0). Errors are printed and give exit code 1.
+/// SIGTERM/SIGINT (flush sinks, commit offsets, exit 0). Errors are printed and give
+/// exit code 1.
 pub fn main<P: Pipeline>(spec: JobSpec, mut pipeline: P) -> std::process::ExitCode {
-    match run_with(&spec, &mut pipeline, std::env::args_os().skip(1), true) {
+    if let Err(e) = init_logging() {
+        eprintln!("{}: error: {e}", spec.name);
+        return ExitCode::from(2);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    match run_with(
+        &spec,
+        &mut pipeline,
+        std::env::args_os().skip(1),
+        true,
+        stop,
+    ) {
         Ok(summary) => {
             if summary.stop != Stop::Info {
                 eprintln!("{summary}");
@@ -761,7 +949,8 @@ pub fn main<P: Pipeline>(spec: JobSpec, mut pipeline: P) -> std::process::ExitCo
         Err(e @ Error::Usage(_)) => {
             eprintln!(
                 "{name}: {e}\nUsage: {name} [--input SOURCE=PATH] [--output SINK=PATH] \
-                 [--dead-letter SOURCE=PATH] [--metrics-addr ADDR]; see {name} --help",
+                 [--dead-letter SOURCE=PATH] [--metrics-addr ADDR] [--brokers ADDRS] \
+                 [--group-id SOURCE=ID] [--commit-interval MS]; see {name} --help",
                 name = spec.name
             );
             ExitCode::from(e.exit_code())
@@ -784,6 +973,8 @@ struct SourceState {
     source: Box<dyn Source>,
     tracker: WatermarkTracker,
     finished: bool,
+    /// The source commits offsets (Kafka): the driver reports processed runs.
+    tracks_offsets: bool,
 }
 
 fn execute<P: Pipeline>(
@@ -795,10 +986,15 @@ fn execute<P: Pipeline>(
     let started = Instant::now();
     let resolved = Resolved::new(spec, opts);
     resolved.check_overwrites()?;
+    let brokers = opts
+        .brokers
+        .clone()
+        .or_else(|| std::env::var(BROKERS_ENV).ok());
+    let env = KafkaEnv::new(spec.name, brokers);
     // Sources first: a missing input must not cost the outputs their old content.
     let mut sources = Vec::with_capacity(resolved.sources.len());
     for s in &resolved.sources {
-        let source = source::open(s).map_err(|source| Error::Source {
+        let source = source::open_with(s, &env).map_err(|source| Error::Source {
             name: s.name,
             source,
         })?;
@@ -807,13 +1003,15 @@ fn execute<P: Pipeline>(
             .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
         let tracker =
             WatermarkTracker::new(source.partitions(), s.max_out_of_orderness, idle, started);
+        let tracks_offsets = source.tracks_offsets();
         sources.push(SourceState {
             source,
             tracker,
             finished: false,
+            tracks_offsets,
         });
     }
-    let mut ctx = Context::open(spec, &resolved)?;
+    let mut ctx = Context::open(spec, &resolved, &env)?;
     let server = match opts.metrics_addr {
         Some(addr) => Some(
             MetricsServer::start(addr, spec.name, ctx.metrics.clone())
@@ -821,14 +1019,33 @@ fn execute<P: Pipeline>(
         ),
         None => None,
     };
-    let outcome = drive(
+    tracing::info!(
+        job = spec.name,
+        sources = ?resolved.sources.iter().map(|s| format!("{} ({})", s.name, s.kind)).collect::<Vec<_>>(),
+        metrics = ?server.as_ref().map(MetricsServer::local_addr),
+        "job started"
+    );
+    let commit_interval = opts.commit_interval.unwrap_or(DEFAULT_COMMIT_INTERVAL);
+    let mut outcome = drive(
         spec,
         pipeline,
         &mut ctx,
         &mut sources,
         stop,
         server.as_ref(),
+        commit_interval,
     );
+    // A clean stop commits what is safe, synchronously, while the consumers are still
+    // in their groups. (Not after an error or a closed output: results may be lost.)
+    if let Ok(Stop::Signal | Stop::Finished) = outcome
+        && sources.iter().any(|s| s.tracks_offsets)
+    {
+        tracing::info!(job = spec.name, "committing offsets");
+        if let Err(e) = commit_offsets(spec, pipeline, &mut ctx, &mut sources, true) {
+            outcome = Err(e);
+        }
+    }
+    refresh_partition_metrics(&mut ctx, &sources);
     drop(sources);
     let closed = ctx.close();
     if let Some(server) = &server {
@@ -859,6 +1076,76 @@ fn advance<P: Pipeline>(pipeline: &mut P, ctx: &mut Context, src: usize, wm: i64
     pipeline.on_watermark(src, wm, ctx);
 }
 
+/// Adds a processed record to the batch's run of its partition (one run per partition
+/// per batch: a partition's records in a batch are consecutive in its offsets).
+fn note_run(runs: &mut Vec<Processed>, partition: u32, offset: u64, ts: Option<i64>) {
+    let ts = ts.unwrap_or(i64::MIN);
+    let next = offset.saturating_add(1);
+    let run = match runs.last_mut() {
+        Some(r) if r.partition == partition => Some(r),
+        _ => runs.iter_mut().find(|r| r.partition == partition),
+    };
+    match run {
+        Some(r) => {
+            r.next = r.next.max(next);
+            r.max_event_time = r.max_event_time.max(ts);
+        }
+        None => runs.push(Processed {
+            partition,
+            first: offset,
+            next,
+            max_event_time: ts,
+        }),
+    }
+}
+
+/// Waits until every sink has delivered what it was given, then lets every source that
+/// tracks offsets commit what is safe (`sync`: waiting for the brokers).
+fn commit_offsets<P: Pipeline>(
+    spec: &JobSpec,
+    pipeline: &P,
+    ctx: &mut Context,
+    sources: &mut [SourceState],
+    sync: bool,
+) -> Result<(), Error> {
+    ctx.wait_delivered()?;
+    for (i, s) in sources.iter_mut().enumerate() {
+        if !s.tracks_offsets {
+            continue;
+        }
+        let held_from = pipeline.held_from(i);
+        s.source
+            .commit(held_from, sync)
+            .map_err(|source| Error::Source {
+                name: spec.sources[i].name,
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Per-partition metrics: watermarks and idleness from the trackers, lag and committed
+/// offsets from the sources.
+fn refresh_partition_metrics(ctx: &mut Context, sources: &[SourceState]) {
+    let mut stats: Vec<PartitionStats> = Vec::new();
+    for (i, s) in sources.iter().enumerate() {
+        stats.clear();
+        s.source.partition_stats(&mut stats);
+        let out = &mut ctx.metrics.sources[i].partitions;
+        out.clear();
+        for ps in s.tracker.partition_states() {
+            let st = stats.iter().find(|st| st.partition == ps.partition);
+            out.push(PartitionMetrics {
+                partition: ps.partition,
+                watermark: ps.watermark,
+                idle: ps.idle,
+                lag: st.and_then(|st| st.lag),
+                committed: st.and_then(|st| st.committed),
+            });
+        }
+    }
+}
+
 fn drive<P: Pipeline>(
     spec: &JobSpec,
     pipeline: &mut P,
@@ -866,12 +1153,17 @@ fn drive<P: Pipeline>(
     sources: &mut [SourceState],
     stop: &AtomicBool,
     server: Option<&MetricsServer>,
+    commit_interval: Duration,
 ) -> Result<Stop, Error> {
     let limits = PollLimits::default();
     let mut batch = Batch::new();
+    let mut runs: Vec<Processed> = Vec::new();
     let mut last_flush = Instant::now();
+    let commits = sources.iter().any(|s| s.tracks_offsets);
+    let mut last_commit = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
+            tracing::info!(job = spec.name, "stopping");
             return Ok(Stop::Signal);
         }
         let mut busy = false;
@@ -890,22 +1182,45 @@ fn drive<P: Pipeline>(
                     source,
                 })?;
             let now = Instant::now();
+            // Rebalances first: the batch holds no record of a revoked partition, and
+            // records of an assigned one may follow.
+            for &change in batch.partition_changes() {
+                match change {
+                    PartitionChange::Assigned(p) => s.tracker.assign_partition(p, now),
+                    PartitionChange::Revoked(p) => {
+                        if let Some(wm) = s.tracker.revoke_partition(p) {
+                            advance(pipeline, ctx, i, wm);
+                        }
+                    }
+                }
+            }
             busy |= !batch.is_empty();
             ctx.metrics.sources[i].records_in += batch.len() as u64;
+            runs.clear();
             for rec in batch.iter() {
-                if let Some(ts) = pipeline.on_record(i, &rec, ctx)
+                let ts = pipeline.on_record(i, &rec, ctx);
+                if let Some(ts) = ts
                     && let Some(wm) = s.tracker.on_event(rec.partition, ts, now)
                 {
                     advance(pipeline, ctx, i, wm);
+                }
+                if s.tracks_offsets {
+                    note_run(&mut runs, rec.partition, rec.offset, ts);
                 }
                 if ctx.error.is_some() {
                     return ctx.halt().unwrap_or(Ok(Stop::Finished));
                 }
             }
+            if !batch.is_empty() {
+                ctx.metrics.sources[i].batch_time.observe(now.elapsed());
+            }
             for &p in batch.ended_partitions() {
                 if let Some(wm) = s.tracker.finish_partition(p) {
                     advance(pipeline, ctx, i, wm);
                 }
+            }
+            for &(p, caught_up) in batch.caught_up() {
+                s.tracker.set_caught_up(p, caught_up);
             }
             match poll {
                 Poll::More => {
@@ -929,6 +1244,9 @@ fn drive<P: Pipeline>(
             {
                 advance(pipeline, ctx, i, wm);
             }
+            if s.tracks_offsets {
+                s.source.processed(&runs, pipeline.held_from(i));
+            }
             if let Some(halt) = ctx.halt() {
                 return halt;
             }
@@ -938,22 +1256,35 @@ fn drive<P: Pipeline>(
         }
         let now = Instant::now();
         if now >= last_flush + FLUSH_EVERY {
-            if ctx.dirty {
-                match ctx.flush() {
-                    Ok(()) => {}
-                    Err(Error::Sink {
-                        source: SinkError::Closed,
-                        ..
-                    }) => return Ok(Stop::OutputClosed),
-                    Err(e) => return Err(e),
-                }
+            // Also when nothing was written since: sinks report delivery errors of rows
+            // written earlier (Kafka) here. A flush of an empty buffer costs nothing.
+            match ctx.flush() {
+                Ok(()) => {}
+                Err(Error::Sink {
+                    source: SinkError::Closed,
+                    ..
+                }) => return Ok(Stop::OutputClosed),
+                Err(e) => return Err(e),
             }
             if let Some(server) = server {
+                refresh_partition_metrics(ctx, sources);
                 server.publish(&ctx.metrics);
             }
             last_flush = now;
         }
+        if commits && now >= last_commit + commit_interval {
+            match commit_offsets(spec, pipeline, ctx, sources, false) {
+                Ok(()) => {}
+                Err(Error::Sink {
+                    source: SinkError::Closed,
+                    ..
+                }) => return Ok(Stop::OutputClosed),
+                Err(e) => return Err(e),
+            }
+            last_commit = Instant::now();
+        }
         if !busy {
+            let now = Instant::now();
             let mut until = wake.unwrap_or(now + BACKOFF).min(now + MAX_SLEEP);
             if ctx.dirty {
                 until = until.min(last_flush + FLUSH_EVERY);
@@ -962,6 +1293,117 @@ fn drive<P: Pipeline>(
             if !nap.is_zero() {
                 std::thread::sleep(nap);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_are_one_per_partition_per_batch() {
+        let mut runs = Vec::new();
+        for (p, off, ts) in [
+            (0, 10, Some(5)),
+            (1, 7, None),
+            (0, 11, Some(3)),
+            (0, 13, Some(9)),
+            (1, 8, Some(1)),
+            (2, 0, None),
+        ] {
+            note_run(&mut runs, p, off, ts);
+        }
+        let run = |partition, first, next, max_event_time| Processed {
+            partition,
+            first,
+            next,
+            max_event_time,
+        };
+        assert_eq!(
+            runs,
+            vec![run(0, 10, 14, 9), run(1, 7, 9, 1), run(2, 0, 1, i64::MIN)]
+        );
+    }
+
+    #[test]
+    fn commit_interval_and_kafka_flags() {
+        let spec = JobSpec {
+            name: "job",
+            sources: vec![
+                SourceSpec {
+                    name: "clicks",
+                    kind: SourceKind::Kafka(crate::source::KafkaSourceSpec {
+                        topic: "clicks".into(),
+                        group_id: "g".into(),
+                        start: crate::source::KafkaStart::Earliest,
+                        properties: vec![("group.id".into(), "p".into())],
+                    }),
+                    max_out_of_orderness: 0,
+                    idle_timeout: None,
+                    dead_letter: 0,
+                },
+                SourceSpec {
+                    name: "file",
+                    kind: SourceKind::File { path: "x".into() },
+                    max_out_of_orderness: 0,
+                    idle_timeout: None,
+                    dead_letter: 0,
+                },
+            ],
+            sinks: vec![],
+            dead_letters: vec![],
+            flows: vec![],
+        };
+        let Command::Run(opts) = parse_args(
+            &spec,
+            [
+                "--brokers",
+                "a:1,b:2",
+                "--commit-interval",
+                "250",
+                "--group-id",
+                "clicks=mine",
+            ],
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(opts.brokers.as_deref(), Some("a:1,b:2"));
+        assert_eq!(opts.commit_interval, Some(Duration::from_millis(250)));
+        assert_eq!(opts.group_ids, vec![(0, "mine".to_string())]);
+        let resolved = Resolved::new(&spec, &opts);
+        let SourceKind::Kafka(k) = &resolved.sources[0].kind else {
+            panic!()
+        };
+        assert_eq!(k.group_id, "mine");
+        assert!(k.properties.is_empty());
+        for (v, ms) in [("5s", 5000), ("1m", 60_000), ("20ms", 20)] {
+            let Command::Run(o) = parse_args(&spec, ["--commit-interval", v]).unwrap() else {
+                panic!()
+            };
+            assert_eq!(o.commit_interval, Some(Duration::from_millis(ms)));
+        }
+        for bad in [
+            &["--commit-interval", "0"][..],
+            &["--commit-interval", "5h"],
+            &["--commit-interval", "x"],
+            &["--group-id", "file=g"],
+            &["--group-id", "nope=g"],
+            &["--brokers", ""],
+        ] {
+            let err = parse_args(&spec, bad.iter().copied()).unwrap_err();
+            assert!(matches!(err, Error::Usage(_)), "{bad:?}: {err}");
+        }
+        let help = usage(&spec);
+        for needle in [
+            "--brokers ADDRS",
+            "--group-id SOURCE=ID",
+            "--commit-interval MS",
+            "kafka topic clicks (group g)",
+            "STREAMC_LOG",
+        ] {
+            assert!(help.contains(needle), "{needle}: {help}");
         }
     }
 }

@@ -3,12 +3,15 @@
 //! Generated code (see `compiler/src/codegen`) supplies the fused per-source loop
 //! (`Pipeline`), the event, key, accumulator and output structs; this crate supplies the
 //! rest: sources, sinks, watermarks, the window operators, accumulator building blocks,
-//! SQL expression helpers and the driver loop.
+//! SQL expression helpers and the driver loop. Kafka sources and sinks need the `kafka`
+//! feature (librdkafka); their spec types are always here, so generated code is the same
+//! either way.
 
 pub mod agg;
 pub mod de;
 pub mod driver;
 pub mod expr;
+pub mod kafka;
 pub mod key;
 pub mod metrics;
 pub mod sink;

@@ -1,5 +1,7 @@
-//! Counters every binary keeps: per source records in, invalid records and watermark;
-//! per flow too-late events; per sink rows out.
+//! Counters every binary keeps: per source records in, invalid records, watermark and
+//! its lag behind wall time, batch processing time; per partition (sources that have
+//! several: Kafka) watermark, its lag, idleness, consumer lag and committed offset; per
+//! flow too-late events; per sink rows out.
 //!
 //! The driver is single-threaded and owns one [`Metrics`] as plain integers (no atomics
 //! on the hot path). With `--metrics-addr`, the driver publishes a copy to a
@@ -12,9 +14,56 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::WATERMARK_MIN;
+use crate::{WATERMARK_MAX, WATERMARK_MIN};
+
+/// Upper bounds (seconds) of the batch processing time histogram's buckets.
+pub const BATCH_SECONDS_BUCKETS: [f64; 10] = [
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5,
+];
+
+/// A histogram of durations (Prometheus buckets are cumulative when rendered).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Per bucket of [`BATCH_SECONDS_BUCKETS`] (not cumulative), then one for +Inf.
+    pub buckets: [u64; BATCH_SECONDS_BUCKETS.len() + 1],
+    /// Observations.
+    pub count: u64,
+    /// Their sum in nanoseconds.
+    pub sum_nanos: u64,
+}
+
+impl Histogram {
+    /// Adds one observation.
+    pub fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BATCH_SECONDS_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(BATCH_SECONDS_BUCKETS.len());
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.sum_nanos = self
+            .sum_nanos
+            .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+}
+
+/// Figures of one partition of a source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionMetrics {
+    /// The partition.
+    pub partition: u32,
+    /// Its watermark (`max event time - out-of-orderness`; i64 min before any event).
+    pub watermark: i64,
+    /// Idle: not holding the source's watermark back.
+    pub idle: bool,
+    /// Kafka: records between the consumer's position and the high watermark.
+    pub lag: Option<i64>,
+    /// Kafka: the last offset committed by the job.
+    pub committed: Option<i64>,
+}
 
 /// Counters of one source.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +76,11 @@ pub struct SourceMetrics {
     pub invalid: u64,
     /// The source's task watermark (`WATERMARK_MIN` before the first advance).
     pub watermark: i64,
+    /// The source's partitions (assigned ones, for Kafka), refreshed when metrics are
+    /// published.
+    pub partitions: Vec<PartitionMetrics>,
+    /// Time to process one non-empty batch (parse, fused steps, windows, sinks).
+    pub batch_time: Histogram,
 }
 
 /// Counters of one flow.
@@ -73,6 +127,8 @@ impl Metrics {
                     records_in: 0,
                     invalid: 0,
                     watermark: WATERMARK_MIN,
+                    partitions: Vec::new(),
+                    batch_time: Histogram::default(),
                 })
                 .collect(),
             flows: flows
@@ -107,9 +163,22 @@ impl Metrics {
     }
 
     /// Appends the counters in the Prometheus text exposition format (version 0.0.4),
-    /// each series labelled with `job`.
+    /// each series labelled with `job`. Lags behind wall time are computed now.
     pub fn render_prometheus(&self, job: &str, out: &mut String) {
-        let job = escape_label(job);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.render_prometheus_at(job, now_ms, out);
+    }
+
+    /// [`Metrics::render_prometheus`] with the wall clock at `now_ms` (epoch millis).
+    pub fn render_prometheus_at(&self, job: &str, now_ms: i64, out: &mut String) {
+        let job_label = escape_label(job);
+        self.render_families(&job_label, out);
+        self.render_extra(&job_label, now_ms, out);
+    }
+
+    fn render_families(&self, job: &str, out: &mut String) {
         let mut family = |name: &str,
                           kind: &str,
                           help: &str,
@@ -161,6 +230,113 @@ impl Metrics {
             "sink",
             &mut self.sinks.iter().map(|s| (s.name, c(s.rows_out))),
         );
+    }
+}
+
+/// Seconds the watermark `wm` is behind `now_ms`; None before the first advance and at
+/// the end of a bounded source.
+fn lag_seconds(now_ms: i64, wm: i64) -> Option<f64> {
+    (wm != WATERMARK_MIN && wm != WATERMARK_MAX)
+        .then(|| (i128::from(now_ms) - i128::from(wm)) as f64 / 1000.0)
+}
+
+impl Metrics {
+    /// Watermark lags, per-partition figures and batch times.
+    fn render_extra(&self, job: &str, now_ms: i64, out: &mut String) {
+        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+        };
+        head(
+            out,
+            "streamc_source_watermark_lag_seconds",
+            "gauge",
+            "Wall-clock time minus the task watermark of a source (absent before the first advance and at the end).",
+        );
+        for s in &self.sources {
+            if let Some(lag) = lag_seconds(now_ms, s.watermark) {
+                let src = escape_label(s.name);
+                let _ = writeln!(
+                    out,
+                    "streamc_source_watermark_lag_seconds{{job=\"{job}\",source=\"{src}\"}} {lag}"
+                );
+            }
+        }
+        type Row<'a> = (&'a str, &'a PartitionMetrics);
+        let rows = || {
+            self.sources
+                .iter()
+                .flat_map(|s| s.partitions.iter().map(move |p| (s.name, p)))
+        };
+        let mut family = |name: &str, help: &str, value: &dyn Fn(Row<'_>) -> Option<String>| {
+            head(out, name, "gauge", help);
+            for row in rows() {
+                if let Some(v) = value(row) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{job=\"{job}\",source=\"{}\",partition=\"{}\"}} {v}",
+                        escape_label(row.0),
+                        row.1.partition
+                    );
+                }
+            }
+        };
+        family(
+            "streamc_partition_watermark_milliseconds",
+            "Watermark of one partition of a source (max event time - max_out_of_orderness), epoch milliseconds.",
+            &|(_, p)| Some(p.watermark.to_string()),
+        );
+        family(
+            "streamc_partition_watermark_lag_seconds",
+            "Wall-clock time minus the watermark of one partition (absent before its first event).",
+            &|(_, p)| lag_seconds(now_ms, p.watermark).map(|l| l.to_string()),
+        );
+        family(
+            "streamc_partition_idle",
+            "1 when the partition is idle (caught up and quiet for idle_timeout: not holding the watermark back).",
+            &|(_, p)| Some(u8::from(p.idle).to_string()),
+        );
+        family(
+            "streamc_kafka_consumer_lag",
+            "Records of a Kafka partition not yet read: high watermark - consumer position.",
+            &|(_, p)| p.lag.map(|l| l.to_string()),
+        );
+        family(
+            "streamc_kafka_committed_offset",
+            "The last offset the job committed for a Kafka partition (its consumer group's).",
+            &|(_, p)| p.committed.map(|c| c.to_string()),
+        );
+        head(
+            out,
+            "streamc_source_batch_seconds",
+            "histogram",
+            "Time to process one non-empty batch of a source, through every flow it feeds.",
+        );
+        for s in &self.sources {
+            let src = escape_label(s.name);
+            let h = &s.batch_time;
+            let mut cumulative = 0;
+            for (i, n) in h.buckets.iter().enumerate() {
+                cumulative += n;
+                let le = BATCH_SECONDS_BUCKETS
+                    .get(i)
+                    .map_or("+Inf".to_string(), |b| b.to_string());
+                let _ = writeln!(
+                    out,
+                    "streamc_source_batch_seconds_bucket{{job=\"{job}\",source=\"{src}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "streamc_source_batch_seconds_sum{{job=\"{job}\",source=\"{src}\"}} {}",
+                h.sum_nanos as f64 / 1e9
+            );
+            let _ = writeln!(
+                out,
+                "streamc_source_batch_seconds_count{{job=\"{job}\",source=\"{src}\"}} {}",
+                h.count
+            );
+        }
     }
 }
 
@@ -321,6 +497,52 @@ mod tests {
         assert!(s.contains("streamc_flow_late_total{job=\"job\\\"x\",flow=\"errors\"} 3\n"));
         assert!(s.contains("streamc_flow_late_total{job=\"job\\\"x\",flow=\"per_minute\"} 0\n"));
         assert!(s.contains("streamc_sink_rows_out_total{job=\"job\\\"x\",sink=\"out\"} 4\n"));
+    }
+
+    #[test]
+    fn partitions_lags_and_batch_times() {
+        let mut m = sample();
+        m.sources[0].partitions = vec![
+            PartitionMetrics {
+                partition: 0,
+                watermark: 1000,
+                idle: false,
+                lag: Some(42),
+                committed: Some(7),
+            },
+            PartitionMetrics {
+                partition: 3,
+                watermark: WATERMARK_MIN,
+                idle: true,
+                lag: None,
+                committed: None,
+            },
+        ];
+        m.sources[0].batch_time.observe(Duration::from_micros(50));
+        m.sources[0].batch_time.observe(Duration::from_millis(3));
+        m.sources[0].batch_time.observe(Duration::from_secs(10));
+        let mut s = String::new();
+        m.render_prometheus_at("j", 5234, &mut s);
+        for line in [
+            "streamc_source_watermark_lag_seconds{job=\"j\",source=\"clicks\"} 4\n",
+            "streamc_partition_watermark_milliseconds{job=\"j\",source=\"clicks\",partition=\"0\"} 1000\n",
+            "streamc_partition_watermark_lag_seconds{job=\"j\",source=\"clicks\",partition=\"0\"} 4.234\n",
+            "streamc_partition_idle{job=\"j\",source=\"clicks\",partition=\"3\"} 1\n",
+            "streamc_kafka_consumer_lag{job=\"j\",source=\"clicks\",partition=\"0\"} 42\n",
+            "streamc_kafka_committed_offset{job=\"j\",source=\"clicks\",partition=\"0\"} 7\n",
+            "# TYPE streamc_source_batch_seconds histogram\n",
+            "streamc_source_batch_seconds_bucket{job=\"j\",source=\"clicks\",le=\"0.0001\"} 1\n",
+            "streamc_source_batch_seconds_bucket{job=\"j\",source=\"clicks\",le=\"0.005\"} 2\n",
+            "streamc_source_batch_seconds_bucket{job=\"j\",source=\"clicks\",le=\"+Inf\"} 3\n",
+            "streamc_source_batch_seconds_count{job=\"j\",source=\"clicks\"} 3\n",
+        ] {
+            assert!(s.contains(line), "{line}\n{s}");
+        }
+        // Unknown figures are absent, not made up.
+        assert!(!s.contains(
+            "partition_watermark_lag_seconds{job=\"j\",source=\"clicks\",partition=\"3\"}"
+        ));
+        assert!(!s.contains("consumer_lag{job=\"j\",source=\"clicks\",partition=\"3\"}"));
     }
 
     #[test]

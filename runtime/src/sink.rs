@@ -1,9 +1,11 @@
-//! Sinks: `stdout` and `file` (JSON lines); Kafka and Redis later.
+//! Sinks: `stdout` and `file` (JSON lines), Kafka (`crate::kafka`, with the `kafka`
+//! feature); Redis later.
 //!
 //! A [`Sink`] receives one serialized row (or one too-late event, or one dead-letter
 //! record) per [`Sink::write`]; line-oriented sinks add the newline. Sinks buffer; the
-//! driver calls [`Sink::flush`] at least every ~100 ms while rows are being written, and
-//! [`Sink::close`] at the end. Every write error is returned, never dropped.
+//! driver calls [`Sink::flush`] at least every ~100 ms while rows are being written,
+//! [`Sink::wait_delivered`] before it commits source offsets, and [`Sink::close`] at the
+//! end. Every write error is returned, never dropped.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Stdout, Write};
@@ -19,6 +21,18 @@ pub enum SinkKind {
         /// Absolute, or relative to the working directory.
         path: String,
     },
+    /// Messages to a Kafka topic: the row is the value, the message key is the one the
+    /// pipeline gives (`Sink::write`'s key; None for late events and dead letters).
+    /// Needs the runtime's `kafka` feature. The brokers come from `--brokers`,
+    /// `STREAMC_BROKERS`, a `bootstrap.servers` property, or `127.0.0.1:9092`.
+    Kafka {
+        /// The topic (it must exist: streamc never creates topics).
+        topic: String,
+        /// librdkafka producer properties, passed through as is; they override the
+        /// runtime's defaults (`enable.idempotence=true`, `acks=all`, `linger.ms=5`,
+        /// `compression.type=none`).
+        properties: Vec<(String, String)>,
+    },
 }
 
 impl std::fmt::Display for SinkKind {
@@ -26,6 +40,7 @@ impl std::fmt::Display for SinkKind {
         match self {
             SinkKind::Stdout => f.write_str("stdout"),
             SinkKind::File { path } => write!(f, "file {path}"),
+            SinkKind::Kafka { topic, .. } => write!(f, "kafka topic {topic}"),
         }
     }
 }
@@ -54,13 +69,27 @@ pub enum SinkError {
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl SinkError {
+    /// An error with this message.
+    pub fn msg(msg: impl Into<String>) -> Self {
+        SinkError::Other(msg.into().into())
+    }
+}
+
 /// Where rows go. Object-safe: the driver holds `Box<dyn Sink>`.
 pub trait Sink {
     /// Writes one row. `key` is the message key for sinks that have keys (Kafka); it is
     /// only serialized when [`Sink::uses_key`] is true, otherwise None.
     fn write(&mut self, key: Option<&[u8]>, value: &[u8]) -> Result<(), SinkError>;
-    /// Makes every row written so far visible to readers.
+    /// Makes every row written so far visible to readers (Kafka: without waiting;
+    /// librdkafka sends within `linger.ms`, and this reports delivery errors so far).
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// Returns once every row written so far is delivered (Kafka: acknowledged by the
+    /// brokers, bounded by a timeout), or fails. The driver calls it before committing
+    /// source offsets: a committed record's outputs are never lost. Default: `flush`.
+    fn wait_delivered(&mut self) -> Result<(), SinkError> {
+        self.flush()
+    }
     /// Flushes and releases the sink. No writes follow.
     fn close(&mut self) -> Result<(), SinkError>;
     /// Whether [`Sink::write`] wants the key (false for line-oriented sinks).
@@ -170,11 +199,22 @@ impl Sink for FileSink {
     }
 }
 
-/// Opens a sink of kind `kind`.
+/// Opens a sink of kind `kind` (Kafka with the default environment: brokers from
+/// `STREAMC_BROKERS`, a `bootstrap.servers` property or `127.0.0.1:9092`).
 pub fn open(kind: &SinkKind) -> Result<Box<dyn Sink>, SinkError> {
+    open_with(kind, &crate::kafka::KafkaEnv::from_env("streamc"))
+}
+
+/// Opens a sink of kind `kind`; Kafka sinks connect as `env` says (and share one
+/// producer per distinct set of properties).
+pub fn open_with(
+    kind: &SinkKind,
+    env: &crate::kafka::KafkaEnv,
+) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match kind {
         SinkKind::Stdout => Box::new(StdoutSink::new()),
         SinkKind::File { path } => Box::new(FileSink::create(path)?),
+        SinkKind::Kafka { topic, properties } => crate::kafka::open_sink(topic, properties, env)?,
     })
 }
 

@@ -1,10 +1,18 @@
-//! Sources: the embedded `file` (JSON lines, bounded) and `datagen`; Kafka later.
+//! Sources: the embedded `file` (JSON lines, bounded) and `datagen`, and Kafka
+//! (`crate::kafka`, with the `kafka` feature).
 //!
 //! The driver polls each [`Source`] for a [`Batch`] of records. A batch owns one byte
 //! buffer that every payload is appended to, reused from poll to poll: reading a record
 //! allocates nothing once the buffer has grown to the batch size. A record carries its
 //! partition and offset; [`Poll`] tells the driver whether more records are ready at
 //! once, none are ready right now (and when to ask again), or the source has ended.
+//!
+//! A batch also carries what changed about the source's partitions in that poll:
+//! assignments and revocations (Kafka rebalances, applied before the batch's records),
+//! partitions that ended, and whether a partition is caught up with its end (for
+//! idleness, see `watermark.rs`). Sources whose offsets the runtime commits (Kafka) are
+//! told which records were processed ([`Source::processed`]) and when to commit
+//! ([`Source::commit`]); `file` and `datagen` ignore both.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write as _};
@@ -70,6 +78,42 @@ pub struct DatagenSpec {
     pub event_time: usize,
 }
 
+/// Where a Kafka source starts when its consumer group has no committed offset for a
+/// partition (`auto.offset.reset`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KafkaStart {
+    /// From the oldest record still in the partition.
+    #[default]
+    Earliest,
+    /// From the next record produced after the job starts.
+    Latest,
+}
+
+impl std::fmt::Display for KafkaStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KafkaStart::Earliest => "earliest",
+            KafkaStart::Latest => "latest",
+        })
+    }
+}
+
+/// Settings of a `kafka` source. The brokers come from `--brokers`, `STREAMC_BROKERS`,
+/// a `bootstrap.servers` property, or `127.0.0.1:9092`, in that order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KafkaSourceSpec {
+    /// The topic to read (all of its partitions, shared with the consumer group).
+    pub topic: String,
+    /// The consumer group (`group.id`); `--group-id SOURCE=ID` overrides it.
+    pub group_id: String,
+    /// Where to start without a committed offset.
+    pub start: KafkaStart,
+    /// librdkafka consumer properties, passed through as is; they override the
+    /// runtime's defaults (not its offset management: `enable.auto.commit=true` and
+    /// `enable.partition.eof=false` are refused).
+    pub properties: Vec<(String, String)>,
+}
+
 /// What a source reads.
 #[derive(Clone, Debug)]
 pub enum SourceKind {
@@ -81,6 +125,22 @@ pub enum SourceKind {
     },
     /// Generated events.
     Datagen(DatagenSpec),
+    /// A Kafka topic (unbounded). Needs the runtime's `kafka` feature; without it,
+    /// opening the source fails with a clear error.
+    Kafka(KafkaSourceSpec),
+}
+
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceKind::File { path } => write!(f, "file {path}"),
+            SourceKind::Datagen(d) => match d.rate {
+                0 => f.write_str("datagen"),
+                rate => write!(f, "datagen {rate}/s"),
+            },
+            SourceKind::Kafka(k) => write!(f, "kafka topic {} (group {})", k.topic, k.group_id),
+        }
+    }
 }
 
 /// A named source of the job with its watermark settings (milliseconds).
@@ -122,6 +182,13 @@ pub enum SourceError {
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl SourceError {
+    /// An error with this message.
+    pub fn msg(msg: impl Into<String>) -> Self {
+        SourceError::Other(msg.into().into())
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Meta {
     partition: u32,
@@ -130,12 +197,25 @@ struct Meta {
     end: usize,
 }
 
+/// A change of a source's partitions reported with a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionChange {
+    /// The partition is now read by this task (Kafka: assigned in a rebalance).
+    Assigned(u32),
+    /// The partition is no longer read by this task (Kafka: revoked). Records of it
+    /// polled before the revocation are not in the batch (the next owner reads them
+    /// again from the committed offset).
+    Revoked(u32),
+}
+
 /// Records of one poll. Payloads live in one reused buffer.
 #[derive(Debug, Default)]
 pub struct Batch {
     data: Vec<u8>,
     records: Vec<Meta>,
     ended: Vec<u32>,
+    changes: Vec<PartitionChange>,
+    caught_up: Vec<(u32, bool)>,
 }
 
 impl Batch {
@@ -149,6 +229,8 @@ impl Batch {
         self.data.clear();
         self.records.clear();
         self.ended.clear();
+        self.changes.clear();
+        self.caught_up.clear();
     }
 
     /// Number of records.
@@ -215,6 +297,38 @@ impl Batch {
         &self.ended
     }
 
+    /// Partition `p` was assigned to this task (in order with revocations; the driver
+    /// applies them before the batch's records).
+    pub fn assign_partition(&mut self, p: u32) {
+        self.changes.push(PartitionChange::Assigned(p));
+    }
+
+    /// Partition `p` was revoked: its records already in the batch are removed (they
+    /// were not processed, so they are not committed and the partition's next reader
+    /// gets them again).
+    pub fn revoke_partition(&mut self, p: u32) {
+        self.records.retain(|m| m.partition != p);
+        self.changes.push(PartitionChange::Revoked(p));
+    }
+
+    /// Assignments and revocations of this poll, in order.
+    pub fn partition_changes(&self) -> &[PartitionChange] {
+        &self.changes
+    }
+
+    /// Whether partition `p` is caught up with its end after this batch's records
+    /// (Kafka: the consumer's position has reached the high watermark). Only changes
+    /// need to be reported; partitions are caught up unless a source says otherwise.
+    pub fn set_caught_up(&mut self, p: u32, caught_up: bool) {
+        self.caught_up.push((p, caught_up));
+    }
+
+    /// Caught-up statuses reported in this poll, in order (the driver applies them
+    /// after the batch's records).
+    pub fn caught_up(&self) -> &[(u32, bool)] {
+        &self.caught_up
+    }
+
     /// Record `i`.
     pub fn get(&self, i: usize) -> Option<Record<'_>> {
         self.records.get(i).map(|m| Record {
@@ -269,22 +383,89 @@ impl Default for PollLimits {
     }
 }
 
+/// A run of processed records of one partition, reported to sources that track
+/// offsets: consecutive records of one batch, offsets `first..next` (gaps allowed),
+/// with the largest event time among them (`i64::MIN` when none had one: invalid
+/// records, already dead-lettered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Processed {
+    /// The partition.
+    pub partition: u32,
+    /// Offset of the run's first record.
+    pub first: u64,
+    /// One past the offset of its last record.
+    pub next: u64,
+    /// Largest event time of its records (`i64::MIN`: none).
+    pub max_event_time: i64,
+}
+
+/// Per-partition figures of a source for metrics (Kafka).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// The partition.
+    pub partition: u32,
+    /// Records between the position and the high watermark (None until both are known).
+    pub lag: Option<i64>,
+    /// The last offset committed for the partition by this job.
+    pub committed: Option<i64>,
+}
+
 /// A source of records, polled by the driver in batches.
+///
+/// Only `partitions` and `poll` are required; the rest is for sources whose offsets the
+/// runtime commits (Kafka).
 pub trait Source {
-    /// Partitions known now, numbered `0..n` (Kafka may report more later; the driver
-    /// tracks a partition from its first record).
+    /// Partitions known now, numbered `0..n` (a source may report assignments later;
+    /// the driver tracks a partition from its assignment or first record). Kafka: 0.
     fn partitions(&self) -> u32;
 
     /// Appends up to `limits` records to `batch` (which the driver has cleared). Must not
     /// block for long: return `Poll::Pending` when no data is available.
     fn poll(&mut self, batch: &mut Batch, limits: PollLimits) -> Result<Poll, SourceError>;
+
+    /// Whether the driver reports processed records ([`Source::processed`]) and asks
+    /// for commits ([`Source::commit`]). False for `file` and `datagen`.
+    fn tracks_offsets(&self) -> bool {
+        false
+    }
+
+    /// The records of the last batch have been processed, as `runs`; `held_from` is
+    /// `Pipeline::held_from` of this source now (a revocation during the next poll
+    /// commits with it).
+    fn processed(&mut self, runs: &[Processed], held_from: i64) {
+        let _ = (runs, held_from);
+    }
+
+    /// Commits, per assigned partition, the offset of the first processed record that
+    /// may still affect a result (event time >= `held_from`), or the position when none
+    /// may. The driver has made sure every output written so far is delivered.
+    /// `sync`: wait for the broker (shutdown); else asynchronous.
+    fn commit(&mut self, held_from: i64, sync: bool) -> Result<(), SourceError> {
+        let _ = (held_from, sync);
+        Ok(())
+    }
+
+    /// Appends per-partition figures for metrics (consumer lag, committed offset).
+    fn partition_stats(&self, out: &mut Vec<PartitionStats>) {
+        let _ = out;
+    }
 }
 
-/// Opens the source described by `spec`.
+/// Opens the source described by `spec` (Kafka with the default environment: brokers
+/// from `STREAMC_BROKERS`, a `bootstrap.servers` property or `127.0.0.1:9092`).
 pub fn open(spec: &SourceSpec) -> Result<Box<dyn Source>, SourceError> {
+    open_with(spec, &crate::kafka::KafkaEnv::from_env("streamc"))
+}
+
+/// Opens the source described by `spec`; Kafka sources connect as `env` says.
+pub fn open_with(
+    spec: &SourceSpec,
+    env: &crate::kafka::KafkaEnv,
+) -> Result<Box<dyn Source>, SourceError> {
     Ok(match &spec.kind {
         SourceKind::File { path } => Box::new(FileSource::open(path)?),
         SourceKind::Datagen(d) => Box::new(DatagenSource::new(d.clone())),
+        SourceKind::Kafka(k) => crate::kafka::open_source(spec.name, k, env)?,
     })
 }
 

@@ -8,11 +8,20 @@
 //!
 //! - a partition with no data for `idle_timeout` (wall clock) is idle and stops holding
 //!   the watermark back until it has data again; a partition that never had data is idle
-//!   `idle_timeout` after the tracker was created. Without `idle_timeout` a silent
-//!   partition holds the watermark back forever (as in Flink);
+//!   `idle_timeout` after the tracker was created (or it was assigned). Without
+//!   `idle_timeout` a silent partition holds the watermark back forever (as in Flink);
+//! - idleness knows whether a partition is *caught up* ([`WatermarkTracker::set_caught_up`]):
+//!   only a caught-up partition (a Kafka consumer whose position has reached the
+//!   partition's high watermark) can be idle. A partition that is behind has data the
+//!   job has not read yet, so it is never idle however long it has been quiet
+//!   (backpressure, FLINK-5479), and an idle partition that falls behind is active again.
+//!   Partitions are caught up unless a source says otherwise (`file`, `datagen`);
 //! - when every unfinished partition is idle the watermark does not advance by itself;
 //! - a bounded partition at its end has `W_p = +infinity` (`WATERMARK_MAX`); once every
-//!   partition has ended the task watermark is `WATERMARK_MAX`.
+//!   partition has ended the task watermark is `WATERMARK_MAX`;
+//! - partitions can be assigned and revoked (Kafka rebalances): a revoked partition stops
+//!   holding the watermark back at once; a source whose partitions are all revoked keeps
+//!   its watermark (it does not jump to the end).
 //!
 //! Time is passed in (`now: Instant`) so that tests control the clock.
 
@@ -24,10 +33,14 @@ use crate::{WATERMARK_MAX, WATERMARK_MIN};
 struct Partition {
     /// `max event time seen - max_out_of_orderness`, WATERMARK_MIN before any event.
     wm: i64,
-    /// Last event, or when the tracker was created.
+    /// Last event, or when the tracker was created or the partition assigned.
     last_activity: Instant,
     idle: bool,
     finished: bool,
+    /// The source has read everything there is (see `set_caught_up`); true by default.
+    caught_up: bool,
+    /// Assigned to this task (false once revoked).
+    assigned: bool,
 }
 
 impl Partition {
@@ -37,8 +50,29 @@ impl Partition {
             last_activity: now,
             idle: false,
             finished: false,
+            caught_up: true,
+            assigned: true,
         }
     }
+
+    /// Counts in the minimum.
+    fn active(&self) -> bool {
+        self.assigned && !self.finished && !self.idle
+    }
+}
+
+/// The state of one partition, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionState {
+    /// The partition.
+    pub partition: u32,
+    /// `max event time seen - max_out_of_orderness` (`WATERMARK_MIN` before any event,
+    /// `WATERMARK_MAX` at its end).
+    pub watermark: i64,
+    /// Idle: not holding the task watermark back.
+    pub idle: bool,
+    /// Caught up with its end (see [`WatermarkTracker::set_caught_up`]).
+    pub caught_up: bool,
 }
 
 /// The watermark of one source task, from the event times of its partitions.
@@ -74,7 +108,7 @@ impl WatermarkTracker {
         self.current
     }
 
-    /// Number of partitions tracked.
+    /// Number of partitions tracked (assigned or not).
     pub fn partitions(&self) -> usize {
         self.partitions.len()
     }
@@ -82,6 +116,20 @@ impl WatermarkTracker {
     /// Whether partition `p` is currently idle.
     pub fn is_idle(&self, p: u32) -> bool {
         self.partitions.get(p as usize).is_some_and(|s| s.idle)
+    }
+
+    /// The assigned partitions in order, with their watermark and idleness.
+    pub fn partition_states(&self) -> impl Iterator<Item = PartitionState> + '_ {
+        self.partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.assigned)
+            .map(|(p, s)| PartitionState {
+                partition: p as u32,
+                watermark: s.wm,
+                idle: s.idle,
+                caught_up: s.caught_up,
+            })
     }
 
     fn partition_mut(&mut self, p: u32) -> &mut Partition {
@@ -98,14 +146,16 @@ impl WatermarkTracker {
     }
 
     /// An event with event time `ts` on partition `p` at wall-clock `now`. The partition
-    /// becomes active if it was idle. Returns the new task watermark if it advanced.
+    /// becomes active if it was idle (or revoked: an event is never ignored). Returns the
+    /// new task watermark if it advanced.
     pub fn on_event(&mut self, p: u32, ts: i64, now: Instant) -> Option<i64> {
         let ooo = self.max_out_of_orderness;
         let current = self.current;
         let part = self.partition_mut(p);
-        let (was_idle, old) = (part.idle, part.wm);
+        let (was_active, old) = (part.assigned && !part.idle, part.wm);
         part.last_activity = now;
         part.idle = false;
+        part.assigned = true;
         if !part.finished {
             part.wm = part.wm.max(ts.saturating_sub(ooo));
         }
@@ -113,20 +163,22 @@ impl WatermarkTracker {
         // active partitions is at most the task watermark. So if `p` was active and its
         // watermark did not move, or was already above the task watermark (another active
         // partition holds it), the task watermark cannot advance.
-        if !was_idle && (part.wm == old || old > current) {
+        if was_active && (part.wm == old || old > current) {
             return None;
         }
         self.advance()
     }
 
-    /// Marks partitions without data for `idle_timeout` as idle. Returns the new task
-    /// watermark if that let it advance.
+    /// Marks partitions without data for `idle_timeout` that are caught up as idle.
+    /// Returns the new task watermark if that let it advance.
     pub fn check_idle(&mut self, now: Instant) -> Option<i64> {
         let timeout = self.idle_timeout?;
         let mut changed = false;
         for part in &mut self.partitions {
             if !part.idle
                 && !part.finished
+                && part.assigned
+                && part.caught_up
                 && now.saturating_duration_since(part.last_activity) >= timeout
             {
                 part.idle = true;
@@ -134,6 +186,56 @@ impl WatermarkTracker {
             }
         }
         if changed { self.advance() } else { None }
+    }
+
+    /// Whether the source has read everything partition `p` holds (Kafka: the consumer's
+    /// position has reached the high watermark). A partition that is not caught up is
+    /// never idle: it has data that is not read yet. One that was idle becomes active
+    /// again (holding the watermark where it is until its data arrives), which never
+    /// advances the watermark, so this returns nothing.
+    pub fn set_caught_up(&mut self, p: u32, caught_up: bool) {
+        // Only for partitions the tracker knows (a status never creates a partition).
+        if let Some(part) = self.partitions.get_mut(p as usize) {
+            part.caught_up = caught_up;
+            if !caught_up {
+                part.idle = false;
+            }
+        }
+    }
+
+    /// Partition `p` is assigned to this task at `now` (Kafka: after a rebalance). It is
+    /// active, not caught up until the source says so, and its idle timeout counts from
+    /// `now`. A partition assigned again keeps its watermark (the task watermark never
+    /// decreases anyway). Partitions below `p` that the tracker did not know yet are not
+    /// assigned by this.
+    pub fn assign_partition(&mut self, p: u32, now: Instant) {
+        let i = p as usize;
+        if i >= self.partitions.len() {
+            self.partitions.resize_with(i + 1, || Partition {
+                assigned: false,
+                ..Partition::new(now)
+            });
+        }
+        let part = &mut self.partitions[i];
+        if !part.assigned {
+            part.assigned = true;
+            part.idle = false;
+            part.finished = false;
+            part.caught_up = false;
+            part.last_activity = now;
+        }
+    }
+
+    /// Partition `p` is no longer this task's (Kafka: revoked in a rebalance): it stops
+    /// holding the watermark back. Returns the new task watermark if it advanced.
+    pub fn revoke_partition(&mut self, p: u32) -> Option<i64> {
+        let part = self.partitions.get_mut(p as usize)?;
+        if !part.assigned {
+            return None;
+        }
+        part.assigned = false;
+        part.idle = false;
+        self.advance()
     }
 
     /// Partition `p` reached its end (bounded): from now on it is at `WATERMARK_MAX`.
@@ -157,27 +259,24 @@ impl WatermarkTracker {
         self.set(WATERMARK_MAX)
     }
 
-    /// Recomputes the task watermark: the minimum over active (not idle) unfinished
-    /// partitions, `WATERMARK_MAX` once all partitions have finished, no change when the
-    /// unfinished ones are all idle.
+    /// Recomputes the task watermark: the minimum over active (assigned, not idle,
+    /// unfinished) partitions; `WATERMARK_MAX` once all partitions are assigned and
+    /// finished; no change when there is no active partition otherwise.
     fn advance(&mut self) -> Option<i64> {
         let mut min: Option<i64> = None;
-        let mut any_unfinished = false;
+        let mut all_finished = !self.partitions.is_empty();
         for part in &self.partitions {
-            if part.finished {
-                continue;
-            }
-            any_unfinished = true;
-            if !part.idle {
+            all_finished &= part.finished && part.assigned;
+            if part.active() {
                 min = Some(min.map_or(part.wm, |m| m.min(part.wm)));
             }
         }
-        let candidate = match (min, any_unfinished) {
-            (Some(m), _) => m,
+        let candidate = match min {
+            Some(m) => m,
             // No partitions at all is not "all finished": a source with no partitions
             // yet (Kafka before assignment) must not jump to the end.
-            (None, false) if !self.partitions.is_empty() => WATERMARK_MAX,
-            _ => return None,
+            None if all_finished => WATERMARK_MAX,
+            None => return None,
         };
         self.set(candidate)
     }
@@ -353,5 +452,98 @@ mod tests {
             0 => w.check_idle(*now),
             _ => w.on_event(((x >> 8) % 4) as u32, ((x >> 16) % 100_000) as i64, *now),
         }
+    }
+
+    #[test]
+    fn backpressured_partition_is_never_idle() {
+        // FLINK-5479: a partition that is behind (position < high watermark) has data the
+        // job has not read; however long it is quiet, it must hold the watermark back.
+        let t0 = Instant::now();
+        let mut w = WatermarkTracker::new(2, 0, Some(S), t0);
+        w.set_caught_up(1, false);
+        assert_eq!(w.on_event(0, 100, t0), None);
+        assert_eq!(w.on_event(1, 10, t0), Some(10));
+        assert_eq!(w.on_event(0, 200, t0 + 10 * S), None);
+        assert_eq!(w.check_idle(t0 + 60 * S), None);
+        assert!(!w.is_idle(1));
+        assert_eq!(w.watermark(), 10);
+        // Caught up now: idle once quiet for the timeout (it was quiet long enough).
+        w.set_caught_up(1, true);
+        assert_eq!(w.check_idle(t0 + 60 * S), None, "partition 0 is idle too");
+        assert!(w.is_idle(1));
+        assert_eq!(w.on_event(0, 300, t0 + 61 * S), Some(300));
+    }
+
+    #[test]
+    fn idle_partition_that_falls_behind_is_active_again() {
+        let t0 = Instant::now();
+        let mut w = WatermarkTracker::new(2, 0, Some(S), t0);
+        assert_eq!(w.on_event(0, 100, t0 + 2 * S), None);
+        assert_eq!(w.check_idle(t0 + 2 * S), Some(100));
+        assert!(w.is_idle(1));
+        // New data arrived in partition 1 but is not read yet: it holds the watermark
+        // where it is (which never decreases) until its events arrive.
+        w.set_caught_up(1, false);
+        assert!(!w.is_idle(1));
+        assert_eq!(w.on_event(0, 200, t0 + 3 * S), None);
+        assert_eq!(w.check_idle(t0 + 10 * S), None);
+        assert_eq!(w.watermark(), 100);
+        assert_eq!(w.on_event(1, 150, t0 + 11 * S), Some(150));
+        // Unknown partitions are not created by a status.
+        w.set_caught_up(7, false);
+        assert_eq!(w.partitions(), 2);
+    }
+
+    #[test]
+    fn assigned_empty_partition_is_idle_after_timeout_once_caught_up() {
+        let t0 = Instant::now();
+        let mut w = WatermarkTracker::new(0, 0, Some(10 * S), t0);
+        // Kafka: nothing assigned yet, no jump to the end.
+        assert_eq!(w.check_idle(t0 + 100 * S), None);
+        w.assign_partition(0, t0 + 20 * S);
+        w.assign_partition(2, t0 + 20 * S);
+        // Partition 1 is a gap, not assigned: it never holds anything back.
+        assert_eq!(
+            w.partition_states()
+                .map(|s| s.partition)
+                .collect::<Vec<_>>(),
+            vec![0, 2]
+        );
+        // Partition 2 is assigned and has no data: it holds the watermark back.
+        assert_eq!(w.on_event(0, 500, t0 + 21 * S), None);
+        assert_eq!(w.on_event(0, 600, t0 + 25 * S), None);
+        // Partition 2 never gets data. Not caught up: never idle.
+        assert_eq!(w.check_idle(t0 + 35 * S), None);
+        w.set_caught_up(2, true);
+        // Caught up, and quiet since its assignment for the timeout (20 s + 10 s).
+        assert_eq!(w.check_idle(t0 + 29 * S), None);
+        assert_eq!(w.check_idle(t0 + 30 * S), Some(600));
+        assert!(w.is_idle(2) && !w.is_idle(0));
+    }
+
+    #[test]
+    fn revoked_partition_stops_holding_back() {
+        let t0 = Instant::now();
+        let mut w = WatermarkTracker::new(0, 0, None, t0);
+        w.assign_partition(0, t0);
+        w.assign_partition(1, t0);
+        assert_eq!(w.on_event(0, 100, t0), None);
+        assert_eq!(w.on_event(1, 50, t0), Some(50));
+        assert_eq!(w.revoke_partition(1), Some(100));
+        assert_eq!(w.revoke_partition(1), None);
+        assert_eq!(w.revoke_partition(9), None);
+        // All revoked: the watermark stays, never jumps to the end.
+        assert_eq!(w.revoke_partition(0), None);
+        assert_eq!(w.watermark(), 100);
+        assert_eq!(w.partition_states().count(), 0);
+        // Assigned again: holds from its old watermark; the task watermark never drops.
+        w.assign_partition(1, t0);
+        assert_eq!(w.on_event(1, 80, t0), None);
+        assert_eq!(w.watermark(), 100);
+        assert_eq!(w.on_event(1, 130, t0), Some(130));
+        // An event on a revoked partition is not ignored: the partition counts again.
+        assert_eq!(w.on_event(0, 90, t0), None);
+        assert_eq!(w.on_event(1, 200, t0), None);
+        assert_eq!(w.on_event(0, 250, t0), Some(200));
     }
 }

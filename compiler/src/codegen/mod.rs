@@ -15,7 +15,8 @@ pub mod expr;
 
 use crate::ir::{self, FlowEnd, FusedFlow, StageInput};
 use crate::plan::{
-    AccPlan, AggFn, FlowPlan, Input, Plan, RowStep, SinkKind, SourceKind, Type, WindowKind,
+    AccPlan, AggFn, FlowPlan, Input, KafkaStart, Plan, RowStep, SinkKind, SourceKind, Type,
+    WindowKind,
 };
 use expr::{AccRefs, Binding, Env, ExprGen, owned_ty, read, val_ty};
 use proc_macro2::{Ident, TokenStream};
@@ -50,53 +51,47 @@ fn generate(plan: &Plan, with_main: bool) -> Result<String, CodegenError> {
     Ok(prettyplease::unparse(&file))
 }
 
-/// Features of the runtime a plan needs (Kafka, RocksDB, ... in later issues).
-pub fn runtime_features(_plan: &Plan) -> Vec<&'static str> {
-    Vec::new()
+/// Features of the runtime a plan needs: heavy dependencies are compiled only for the
+/// specs that use them.
+pub fn runtime_features(plan: &Plan) -> Vec<&'static str> {
+    let mut f = Vec::new();
+    if uses_kafka(plan) {
+        f.push("kafka");
+    }
+    f
+}
+
+/// Whether any source, sink or dead-letter output of the plan is Kafka.
+pub fn uses_kafka(plan: &Plan) -> bool {
+    let kafka_sink = |k: &SinkKind| matches!(k, SinkKind::Kafka { .. });
+    plan.sources.iter().any(|s| {
+        matches!(s.kind, SourceKind::Kafka { .. })
+            || (plan.dead_letter.is_none() && kafka_sink(&s.default_dead_letter))
+    }) || plan.sinks.iter().any(|s| kafka_sink(&s.kind))
+        || plan.dead_letter.as_ref().is_some_and(kafka_sink)
 }
 
 /// Rejects, as a user-facing error, the spec forms whose runtime support comes in a
 /// later issue.
 pub fn unsupported(plan: &Plan) -> Result<(), CodegenError> {
     let mut missing = Vec::new();
-    for s in &plan.sources {
-        if let SourceKind::Kafka { .. } = s.kind {
-            missing.push(format!("source `{}` reads Kafka", s.name));
-        }
-        if plan.dead_letter.is_none() && is_remote(&s.default_dead_letter) {
-            missing.push(format!(
-                "source `{}` has a Kafka dead-letter topic by default",
-                s.name
-            ));
-        }
-    }
     for s in &plan.sinks {
-        if is_remote(&s.kind) {
-            missing.push(format!(
-                "sink `{}` writes to {}",
-                s.name,
-                kind_name(&s.kind)
-            ));
+        if let SinkKind::Redis { .. } = s.kind {
+            missing.push(format!("sink `{}` writes to Redis", s.name));
         }
     }
-    if let Some(k) = &plan.dead_letter
-        && is_remote(k)
-    {
-        missing.push(format!("the dead letter output writes to {}", kind_name(k)));
+    if let Some(SinkKind::Redis { .. }) = &plan.dead_letter {
+        missing.push("the dead letter output writes to Redis".to_string());
     }
     if missing.is_empty() {
         Ok(())
     } else {
         Err(CodegenError::Unsupported(format!(
-            "this build of streamc cannot run this spec yet: {} (Kafka and Redis connectors \
-             are not in this version; use file, datagen and stdout)",
+            "this build of streamc cannot run this spec yet: {} (the Redis sink and \
+             dashboard are not in this version)",
             missing.join("; ")
         )))
     }
-}
-
-fn is_remote(k: &SinkKind) -> bool {
-    matches!(k, SinkKind::Kafka { .. } | SinkKind::Redis { .. })
 }
 
 fn kind_name(k: &SinkKind) -> &'static str {
@@ -220,6 +215,31 @@ impl<'p> Gen<'p> {
                 });
             quote!(#s => { #(#calls)* })
         });
+        let held_arms = (0..plan.sources.len()).map(|s| {
+            let parts = plan
+                .flows
+                .iter()
+                .enumerate()
+                .filter(|(i, f)| f.window.is_some() && ir::root_source(plan, *i) == s)
+                .map(|(i, _)| {
+                    let op = op_ident(i);
+                    let shift = upstream_extent(plan, i);
+                    match shift {
+                        Some(d) => quote! {
+                            if let ::std::option::Option::Some(t) = self.#op.oldest_held_start() {
+                                held = held.min(t.saturating_sub(#d));
+                            }
+                        },
+                        // Below a session window, results can stand for any span of input.
+                        None => quote! {
+                            if self.#op.oldest_held_start().is_some() {
+                                held = i64::MIN;
+                            }
+                        },
+                    }
+                });
+            quote!(#s => { let mut held = i64::MAX; #(#parts)* held })
+        });
         let job_spec = self.job_spec_fn()?;
         let main = if with_main {
             quote! {
@@ -269,6 +289,13 @@ impl<'p> Gen<'p> {
                     match src {
                         #(#wm_arms)*
                         _ => {}
+                    }
+                }
+
+                fn held_from(&self, src: usize) -> i64 {
+                    match src {
+                        #(#held_arms)*
+                        _ => i64::MAX,
                     }
                 }
             }
@@ -978,8 +1005,23 @@ impl<'p> Gen<'p> {
                         event_time: #et,
                     }))
                 }
-                SourceKind::Kafka { .. } => {
-                    return Err(CodegenError::Unsupported("Kafka sources".into()));
+                SourceKind::Kafka {
+                    topic,
+                    group_id,
+                    start,
+                    properties,
+                } => {
+                    let start = match start {
+                        KafkaStart::Earliest => quote!(#rt::source::KafkaStart::Earliest),
+                        KafkaStart::Latest => quote!(#rt::source::KafkaStart::Latest),
+                    };
+                    let props = props(properties);
+                    quote!(#rt::source::SourceKind::Kafka(#rt::source::KafkaSourceSpec {
+                        topic: #topic.to_string(),
+                        group_id: #group_id.to_string(),
+                        start: #start,
+                        properties: #props,
+                    }))
                 }
             };
             let ooo = s.max_out_of_orderness;
@@ -998,6 +1040,10 @@ impl<'p> Gen<'p> {
                 SinkKind::File { path } => {
                     let p = path.to_string_lossy().into_owned();
                     quote!(#rt::sink::SinkKind::File { path: #p.to_string() })
+                }
+                SinkKind::Kafka { topic, properties } => {
+                    let props = props(properties);
+                    quote!(#rt::sink::SinkKind::Kafka { topic: #topic.to_string(), properties: #props })
                 }
                 other => {
                     return Err(CodegenError::Unsupported(format!(
@@ -1051,6 +1097,33 @@ fn advance_fn(i: usize) -> TokenStream {
             self.#buf = buf;
         }
     }
+}
+
+/// How far back in source event time the windows above flow `i` reach: an input
+/// row at event time t of flow `i` stands for source records from `t - extent` on. None
+/// when a session window is above it (a session can span any length of input).
+fn upstream_extent(plan: &Plan, i: usize) -> Option<i64> {
+    let mut total = 0i64;
+    let mut cur = plan.flows[i].input;
+    while let Input::Flow(p) = cur {
+        if let Some(w) = &plan.flows[p].window {
+            match w.kind {
+                WindowKind::Tumbling { size, .. } | WindowKind::Sliding { size, .. } => {
+                    total = total.saturating_add(size);
+                }
+                WindowKind::Session { .. } => return None,
+            }
+        }
+        cur = plan.flows[p].input;
+    }
+    Some(total)
+}
+
+fn props(p: &[(String, String)]) -> TokenStream {
+    let items = p
+        .iter()
+        .map(|(k, v)| quote!((#k.to_string(), #v.to_string())));
+    quote!(vec![#(#items),*])
 }
 
 fn opt(v: Option<TokenStream>) -> TokenStream {

@@ -173,6 +173,19 @@ where
         self.live
     }
 
+    /// The smallest start of any held window: the first slot's, since every slot spans
+    /// `size` (ordered by end is ordered by start; clamping at the i64 extremes keeps
+    /// the order).
+    pub(super) fn oldest_held_start(&self) -> Option<i64> {
+        self.slots.first_key_value().map(|(&(_, start), _)| start)
+    }
+
+    /// `oldest_held_start` by a scan over every slot (for tests).
+    #[cfg(test)]
+    pub(super) fn oldest_held_start_by_scan(&self) -> Option<i64> {
+        self.slots.keys().map(|&(_, start)| start).min()
+    }
+
     /// Each slot is one pending timer (its firing, then its purge).
     pub(super) fn pending_timers(&self) -> usize {
         self.slots.len()

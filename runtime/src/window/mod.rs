@@ -220,6 +220,21 @@ where
         }
     }
 
+    /// The smallest `start` of any window whose state is held (fired or not, until it
+    /// is purged at `end + allowed_lateness <= watermark`); None when no state is held.
+    /// O(log n), no scan over keys.
+    ///
+    /// Every event with an event time below it has had all of its windows fire and be
+    /// purged (an event lies in windows starting at or before its time), so its input
+    /// record can no longer affect a result: offsets of such records may be committed
+    /// (see `Pipeline::held_from`).
+    pub fn oldest_held_start(&self) -> Option<i64> {
+        match &self.state {
+            State::Fixed(f) => f.oldest_held_start(),
+            State::Session(s) => s.oldest_held_start(),
+        }
+    }
+
     /// Number of pending timer entries (for tests: 0 once everything is purged).
     pub fn pending_timers(&self) -> usize {
         match &self.state {

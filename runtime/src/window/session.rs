@@ -6,6 +6,11 @@
 //! fires, `end + allowed_lateness` after; a key's next action time is the least over its
 //! sessions.
 //!
+//! The starts of all held sessions are also kept as a multiset (`start -> count`), so
+//! the oldest held start is known in O(log n) (for offset commits) without a scan. It
+//! changes only when a session is created, merged away or purged, not when an event
+//! lands in a session or extends its end.
+//!
 //! The key's timer entry is at a time at most its next action time: it is moved at
 //! once when the next action gets earlier, but left in place when it gets later (the
 //! common case: each in-order event pushes its session's end out). When such an early
@@ -15,7 +20,7 @@
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use hashbrown::HashMap;
 use hashbrown::hash_map::RawEntryMut;
@@ -146,6 +151,23 @@ pub(super) struct Sessions<K, A> {
     keys: HashMap<K, KeySessions<A>>,
     timers: BTreeSet<Timer<K>>,
     live: usize,
+    /// Multiset of the starts of every held session: start -> number of sessions.
+    #[serde(with = "super::map_as_seq")]
+    starts: BTreeMap<i64, usize>,
+}
+
+fn add_start(starts: &mut BTreeMap<i64, usize>, start: i64) {
+    *starts.entry(start).or_insert(0) += 1;
+}
+
+fn remove_start(starts: &mut BTreeMap<i64, usize>, start: i64) {
+    if let std::collections::btree_map::Entry::Occupied(mut e) = starts.entry(start) {
+        if *e.get() <= 1 {
+            e.remove();
+        } else {
+            *e.get_mut() -= 1;
+        }
+    }
 }
 
 impl<K, A> Sessions<K, A>
@@ -160,7 +182,22 @@ where
             keys: HashMap::new(),
             timers: BTreeSet::new(),
             live: 0,
+            starts: BTreeMap::new(),
         }
+    }
+
+    /// The smallest start of any held session.
+    pub(super) fn oldest_held_start(&self) -> Option<i64> {
+        self.starts.first_key_value().map(|(&start, _)| start)
+    }
+
+    /// `oldest_held_start` by a scan over every key (tests check the multiset with it).
+    #[cfg(test)]
+    pub(super) fn oldest_held_start_by_scan(&self) -> Option<i64> {
+        self.keys
+            .values()
+            .flat_map(|ks| ks.wins.iter().map(|w| w.start))
+            .min()
     }
 
     pub(super) fn live_windows(&self) -> usize {
@@ -229,6 +266,15 @@ where
         // are not inherited: it emitted none.)
         let mut acc: Option<A> = None;
         let mut next_rev = 0u32;
+        // The common merge is an event extending one session's end: its start stays,
+        // and so does the multiset of starts.
+        let same_start = j == i + 1 && ks.wins[i].start == cstart;
+        if !same_start {
+            for w in &ks.wins[i..j] {
+                remove_start(&mut self.starts, w.start);
+            }
+            add_start(&mut self.starts, cstart);
+        }
         for w in ks.wins.drain(i..j) {
             if w.fired {
                 out.push(Emission {
@@ -306,7 +352,14 @@ where
                 }
             }
             let before = ks.wins.len();
-            ks.wins.retain(|w| w.end.saturating_add(lateness) > t);
+            let starts = &mut self.starts;
+            ks.wins.retain(|w| {
+                let keep = w.end.saturating_add(lateness) > t;
+                if !keep {
+                    remove_start(starts, w.start);
+                }
+                keep
+            });
             self.live -= before - ks.wins.len();
             if ks.wins.is_empty() {
                 self.keys.remove(&key);

@@ -467,3 +467,110 @@ fn sessions_fixture_scenario() {
     );
     assert_empty(&o);
 }
+
+fn oldest_by_scan<K: std::hash::Hash + Eq + Ord + Clone>(
+    o: &WindowOperator<K, Vals>,
+) -> Option<i64> {
+    match &o.state {
+        State::Fixed(f) => f.oldest_held_start_by_scan(),
+        State::Session(s) => s.oldest_held_start_by_scan(),
+    }
+}
+
+#[test]
+fn oldest_held_start_tumbling_and_sliding() {
+    let mut t = tumbling(10, 0, 5);
+    assert_eq!(t.oldest_held_start(), None);
+    ev(&mut t, 1, 25);
+    ev(&mut t, 2, 13);
+    assert_eq!(t.oldest_held_start(), Some(10));
+    // [10,20) fires at 20 but is held until 25 (lateness 5).
+    adv(&mut t, 20);
+    assert_eq!(t.oldest_held_start(), Some(10));
+    adv(&mut t, 25);
+    assert_eq!(t.oldest_held_start(), Some(20));
+    // A late event within lateness of [20,30) does not move it; a new key either.
+    ev(&mut t, 3, 21);
+    assert_eq!(t.oldest_held_start(), Some(20));
+    adv(&mut t, i64::MAX);
+    assert_eq!(t.oldest_held_start(), None);
+
+    let mut s = op(
+        WindowKind::Sliding {
+            size: 30,
+            slide: 10,
+        },
+        0,
+    );
+    ev(&mut s, 1, 25); // [0,30) [10,40) [20,50)
+    assert_eq!(s.oldest_held_start(), Some(0));
+    adv(&mut s, 30);
+    assert_eq!(s.oldest_held_start(), Some(10));
+    adv(&mut s, 50);
+    assert_eq!(s.oldest_held_start(), None);
+}
+
+#[test]
+fn oldest_held_start_sessions() {
+    let mut o = session(10, 0);
+    ev(&mut o, 1, 100);
+    ev(&mut o, 2, 50);
+    assert_eq!(o.oldest_held_start(), Some(50));
+    // Extending a session's end keeps its start.
+    ev(&mut o, 2, 58);
+    assert_eq!(o.oldest_held_start(), Some(50));
+    // An earlier event merges into [45, 68).
+    ev(&mut o, 2, 45);
+    assert_eq!(o.oldest_held_start(), Some(45));
+    // Key 2's session fires and is purged at 68.
+    adv(&mut o, 68);
+    assert_eq!(o.oldest_held_start(), Some(100));
+    // Two sessions with the same start (multiset): one purged leaves the other.
+    ev(&mut o, 3, 100);
+    adv(&mut o, 105);
+    ev(&mut o, 3, 109); // key 3's session grows to [100, 119)
+    adv(&mut o, 110); // key 1's [100, 110) is purged
+    assert_eq!(o.oldest_held_start(), Some(100));
+    adv(&mut o, 119);
+    assert_eq!(o.oldest_held_start(), None);
+}
+
+#[test]
+fn oldest_held_start_agrees_with_a_scan() {
+    // Pseudo-random out-of-order streams over every kind, with lateness: after every
+    // call the fast answer equals a scan over all held state.
+    let kinds = [
+        WindowKind::Tumbling {
+            size: 10,
+            offset: 3,
+        },
+        WindowKind::Sliding {
+            size: 30,
+            slide: 10,
+        },
+        WindowKind::Session { gap: 7 },
+    ];
+    for kind in kinds {
+        for lateness in [0, 15] {
+            let mut o = op(kind, lateness);
+            let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+            let mut max = i64::MIN;
+            for i in 0..3000i64 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let k = (x % 5) as u32;
+                let ts = i / 2 - ((x >> 8) % 40) as i64;
+                ev(&mut o, k, ts);
+                assert_eq!(o.oldest_held_start(), oldest_by_scan(&o), "{kind:?}");
+                max = max.max(ts);
+                if (x >> 20) % 3 == 0 {
+                    adv(&mut o, max - 10);
+                    assert_eq!(o.oldest_held_start(), oldest_by_scan(&o), "{kind:?}");
+                }
+            }
+            adv(&mut o, i64::MAX);
+            assert_eq!(o.oldest_held_start(), None);
+        }
+    }
+}

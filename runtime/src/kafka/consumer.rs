@@ -1,0 +1,541 @@
+//! The Kafka source: a `BaseConsumer` in a consumer group, polled without blocking.
+//!
+//! Rebalances are served inside `BaseConsumer::poll`, on the driver's thread, through
+//! [`SourceContext`]: an assignment starts offset tracking for the partition and is
+//! reported to the driver (the watermark tracker learns the assigned partitions); a
+//! revocation first commits the partition's safe offset synchronously (after waiting
+//! for the job's Kafka producers, so the committed records' outputs are delivered),
+//! then drops records of the partition already in the batch (not processed, not
+//! committed: the next owner reads them) and is reported to the driver (the partition
+//! stops holding the watermark back).
+//!
+//! Caught up (for idleness): librdkafka emits a partition-EOF event when the fetch
+//! position reaches the high watermark. A partition is caught up from that event until
+//! a record of it arrives or its (cached) high watermark grows past the one seen at the
+//! event. Unlike `position >= high watermark`, this is right when a partition ends in
+//! transaction markers, which take offsets but are never delivered.
+
+use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+use super::{DELIVERY_TIMEOUT, KafkaEnv, OffsetTracker};
+use crate::source::{
+    Batch, KafkaSourceSpec, PartitionChange, PartitionStats, Poll, PollLimits, Processed, Source,
+    SourceError,
+};
+
+/// How often the cached high watermarks are read (lag, caught-up).
+const REFRESH_EVERY: Duration = Duration::from_millis(100);
+/// The same consumer warning is logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// What the rebalance callbacks and the source share.
+struct Shared {
+    /// A rebalance happened: `State::changes` has news.
+    changed: AtomicBool,
+    state: Mutex<State>,
+}
+
+struct State {
+    offsets: OffsetTracker,
+    /// `Pipeline::held_from` as of the last processed batch.
+    held_from: i64,
+    /// Assignments and revocations not yet handed to the driver.
+    changes: Vec<PartitionChange>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The consumer's callbacks (run on the driver's thread, inside `poll`).
+pub(crate) struct SourceContext {
+    source: &'static str,
+    topic: String,
+    shared: Arc<Shared>,
+    env: KafkaEnv,
+}
+
+impl ClientContext for SourceContext {}
+
+fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<u32> {
+    tpl.elements_for_topic(topic)
+        .iter()
+        .filter_map(|e| u32::try_from(e.partition()).ok())
+        .collect()
+}
+
+impl SourceContext {
+    /// Commits the safe offsets of `parts` synchronously, once the job's outputs are
+    /// delivered (else not at all: the next owner then reads more again, which is
+    /// at-least-once; committing could lose results).
+    fn commit_revoked(&self, consumer: &BaseConsumer<SourceContext>, parts: &[u32]) {
+        let offsets: Vec<(u32, u64)> = {
+            let mut st = self.shared.lock();
+            let held_from = st.held_from;
+            parts
+                .iter()
+                .filter_map(|&p| st.offsets.safe_offset(p, held_from).map(|o| (p, o)))
+                .collect()
+        };
+        if offsets.is_empty() {
+            return;
+        }
+        if let Err(e) = self.env.wait_delivered(DELIVERY_TIMEOUT) {
+            tracing::warn!(
+                source = self.source,
+                topic = %self.topic,
+                error = %e,
+                "not committing the offsets of revoked partitions: outputs are not delivered"
+            );
+            return;
+        }
+        let tpl = match tpl_of(&self.topic, &offsets) {
+            Ok(tpl) => tpl,
+            Err(e) => {
+                tracing::warn!(source = self.source, error = %e, "cannot build the commit");
+                return;
+            }
+        };
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                tracing::info!(
+                    source = self.source,
+                    topic = %self.topic,
+                    offsets = ?offsets,
+                    "committed the offsets of revoked partitions"
+                );
+            }
+            Err(e) => tracing::warn!(
+                source = self.source,
+                topic = %self.topic,
+                error = %e,
+                "committing the offsets of revoked partitions failed; their next reader re-reads more"
+            ),
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts = partitions_of(tpl, &self.topic);
+            self.commit_revoked(consumer, &parts);
+            let mut st = self.shared.lock();
+            for &p in &parts {
+                st.offsets.revoke(p);
+                st.changes.push(PartitionChange::Revoked(p));
+            }
+            drop(st);
+            self.shared.changed.store(true, Ordering::Release);
+            tracing::info!(source = self.source, topic = %self.topic, partitions = ?parts, "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts = partitions_of(tpl, &self.topic);
+                let mut st = self.shared.lock();
+                for &p in &parts {
+                    st.offsets.assign(p);
+                    st.changes.push(PartitionChange::Assigned(p));
+                }
+                drop(st);
+                self.shared.changed.store(true, Ordering::Release);
+                tracing::info!(source = self.source, topic = %self.topic, partitions = ?parts, "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => {
+                tracing::error!(source = self.source, topic = %self.topic, error = %e, "rebalance failed");
+            }
+        }
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        let elems = offsets.elements_for_topic(&self.topic);
+        let mut st = self.shared.lock();
+        match result {
+            Ok(()) => {
+                for e in elems {
+                    if let (Ok(p), Offset::Offset(o)) = (u32::try_from(e.partition()), e.offset()) {
+                        st.offsets.confirmed(p, u64::try_from(o).unwrap_or(0));
+                    }
+                }
+            }
+            Err(err) => {
+                for e in elems {
+                    if let Ok(p) = u32::try_from(e.partition()) {
+                        st.offsets.failed(p);
+                    }
+                }
+                drop(st);
+                tracing::warn!(source = self.source, topic = %self.topic, error = %err, "offset commit failed; retried at the next commit");
+            }
+        }
+    }
+}
+
+fn tpl_of(topic: &str, offsets: &[(u32, u64)]) -> Result<TopicPartitionList, KafkaError> {
+    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+    for &(p, o) in offsets {
+        let p = i32::try_from(p).unwrap_or(i32::MAX);
+        let o = i64::try_from(o).unwrap_or(i64::MAX);
+        tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
+    }
+    Ok(tpl)
+}
+
+/// What the source knows of one partition.
+#[derive(Clone, Copy, Debug, Default)]
+struct Part {
+    assigned: bool,
+    /// One past the last record handed out (or the high watermark at a partition end).
+    position: Option<i64>,
+    /// A partition-end event arrived and nothing since says there is more.
+    eof: bool,
+    /// The high watermark when the partition-end event arrived.
+    high_at_eof: Option<i64>,
+    /// The cached high watermark, last read.
+    high: Option<i64>,
+    /// The caught-up status last reported to the driver.
+    reported: Option<bool>,
+}
+
+impl Part {
+    fn lag(&self) -> Option<i64> {
+        if self.eof {
+            return Some(0);
+        }
+        Some((self.high? - self.position?).max(0))
+    }
+}
+
+/// A Kafka topic read by a consumer group member.
+pub(crate) struct KafkaSource {
+    name: &'static str,
+    topic: String,
+    topic_c: CString,
+    consumer: BaseConsumer<SourceContext>,
+    shared: Arc<Shared>,
+    parts: Vec<Part>,
+    last_refresh: Instant,
+    /// The last consumer warning and when it was logged.
+    last_warning: Option<(String, Instant)>,
+}
+
+impl KafkaSource {
+    pub(crate) fn open(
+        name: &'static str,
+        spec: &KafkaSourceSpec,
+        cfg: Vec<(String, String)>,
+        env: &KafkaEnv,
+    ) -> Result<Self, SourceError> {
+        let topic_c = CString::new(spec.topic.as_str())
+            .map_err(|_| SourceError::msg(format!("invalid topic name {:?}", spec.topic)))?;
+        let mut cc = ClientConfig::new();
+        for (k, v) in &cfg {
+            cc.set(k, v);
+        }
+        let shared = Arc::new(Shared {
+            changed: AtomicBool::new(false),
+            state: Mutex::new(State {
+                offsets: OffsetTracker::new(),
+                held_from: i64::MIN,
+                changes: Vec::new(),
+            }),
+        });
+        let context = SourceContext {
+            source: name,
+            topic: spec.topic.clone(),
+            shared: Arc::clone(&shared),
+            env: env.clone(),
+        };
+        let consumer: BaseConsumer<SourceContext> =
+            cc.create_with_context(context).map_err(|e| {
+                SourceError::msg(format!(
+                    "cannot create the Kafka consumer for topic `{}`: {e}",
+                    spec.topic
+                ))
+            })?;
+        consumer.subscribe(&[&spec.topic]).map_err(|e| {
+            SourceError::msg(format!(
+                "cannot subscribe to Kafka topic `{}`: {e}",
+                spec.topic
+            ))
+        })?;
+        tracing::info!(
+            source = name,
+            topic = %spec.topic,
+            group = cc.get("group.id").unwrap_or_default(),
+            brokers = cc.get("bootstrap.servers").unwrap_or_default(),
+            start = %spec.start,
+            "Kafka source subscribed"
+        );
+        Ok(KafkaSource {
+            name,
+            topic: spec.topic.clone(),
+            topic_c,
+            consumer,
+            shared,
+            parts: Vec::new(),
+            last_refresh: Instant::now(),
+            last_warning: None,
+        })
+    }
+
+    /// The cached high watermark of partition `p` (librdkafka's, from the last fetch
+    /// response: no request to the broker).
+    fn cached_high(consumer: &BaseConsumer<SourceContext>, topic: &CString, p: u32) -> Option<i64> {
+        let (mut low, mut high) = (-1i64, -1i64);
+        let partition = i32::try_from(p).ok()?;
+        // SAFETY: the client pointer is valid while `consumer` lives; `topic` is a
+        // NUL-terminated string; `low` and `high` are valid for writes. The call only
+        // reads librdkafka's cache under its own locks.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+            .then_some(high)
+    }
+
+    /// Hands assignments and revocations from the callbacks to the batch.
+    fn apply_changes(shared: &Shared, parts: &mut Vec<Part>, batch: &mut Batch) {
+        if !shared.changed.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let changes = std::mem::take(&mut shared.lock().changes);
+        for change in changes {
+            match change {
+                PartitionChange::Assigned(p) => {
+                    let i = p as usize;
+                    if i >= parts.len() {
+                        parts.resize(i + 1, Part::default());
+                    }
+                    parts[i] = Part {
+                        assigned: true,
+                        ..Part::default()
+                    };
+                    batch.assign_partition(p);
+                }
+                PartitionChange::Revoked(p) => {
+                    if let Some(part) = parts.get_mut(p as usize) {
+                        *part = Part::default();
+                    }
+                    batch.revoke_partition(p);
+                }
+            }
+        }
+    }
+
+    fn warn(&mut self, error: &KafkaError) {
+        let text = error.to_string();
+        let now = Instant::now();
+        if let Some((last, at)) = &self.last_warning
+            && *last == text
+            && now.duration_since(*at) < WARN_EVERY
+        {
+            return;
+        }
+        tracing::warn!(source = self.name, topic = %self.topic, error = %text, "Kafka consumer");
+        self.last_warning = Some((text, now));
+    }
+
+    /// Reads the cached high watermarks and reports caught-up changes.
+    fn refresh(&mut self, batch: &mut Batch) {
+        self.last_refresh = Instant::now();
+        for (p, part) in self.parts.iter_mut().enumerate() {
+            if !part.assigned {
+                continue;
+            }
+            let p = p as u32;
+            part.high = Self::cached_high(&self.consumer, &self.topic_c, p).or(part.high);
+            if part.eof && part.high > part.high_at_eof {
+                // New data behind the end we saw: not caught up until the next end.
+                part.eof = false;
+            }
+            if part.reported != Some(part.eof) {
+                part.reported = Some(part.eof);
+                batch.set_caught_up(p, part.eof);
+            }
+        }
+    }
+}
+
+impl Source for KafkaSource {
+    fn partitions(&self) -> u32 {
+        0
+    }
+
+    fn poll(&mut self, batch: &mut Batch, limits: PollLimits) -> Result<Poll, SourceError> {
+        let mut full = false;
+        let mut ends = false;
+        loop {
+            if batch.len() >= limits.max_records || batch.bytes() >= limits.max_bytes {
+                full = true;
+                break;
+            }
+            let polled = self.consumer.poll(Duration::ZERO);
+            // Rebalance callbacks run inside `poll` (and end that call): apply them before
+            // the message it returns, if any, which came after them.
+            let rebalanced = self.shared.changed.load(Ordering::Acquire);
+            if rebalanced {
+                Self::apply_changes(&self.shared, &mut self.parts, batch);
+            }
+            match polled {
+                None if rebalanced => {}
+                None => break,
+                Some(Ok(m)) => {
+                    let (Ok(p), Ok(offset)) =
+                        (u32::try_from(m.partition()), u64::try_from(m.offset()))
+                    else {
+                        continue;
+                    };
+                    let Some(part) = self.parts.get_mut(p as usize).filter(|s| s.assigned) else {
+                        // A record of a partition this consumer no longer owns (it was not
+                        // committed: its owner reads it).
+                        tracing::debug!(
+                            source = self.name,
+                            partition = p,
+                            offset,
+                            "record of an unassigned partition skipped"
+                        );
+                        continue;
+                    };
+                    part.position = Some(m.offset() + 1);
+                    part.eof = false;
+                    // Tombstones (no value) are records too: the pipeline dead-letters them.
+                    batch.push(p, offset, m.payload().unwrap_or_default());
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    let high = u32::try_from(p)
+                        .ok()
+                        .and_then(|p| Self::cached_high(&self.consumer, &self.topic_c, p));
+                    if let Some(part) = usize::try_from(p)
+                        .ok()
+                        .and_then(|i| self.parts.get_mut(i))
+                        .filter(|s| s.assigned)
+                    {
+                        part.eof = true;
+                        part.high_at_eof = high.or(part.high);
+                        part.high = part.high_at_eof;
+                        if let Some(h) = part.high_at_eof {
+                            part.position = Some(part.position.map_or(h, |pos| pos.max(h)));
+                        }
+                        ends = true;
+                    }
+                }
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                    return Err(SourceError::msg(format!(
+                        "Kafka consumer of topic `{}` failed: {e}",
+                        self.topic
+                    )));
+                }
+                Some(Err(e)) => {
+                    // Transient or configuration trouble (broker down, topic missing):
+                    // librdkafka keeps trying; say so, and keep polling.
+                    self.warn(&e);
+                    break;
+                }
+            }
+        }
+        if ends || self.last_refresh.elapsed() >= REFRESH_EVERY {
+            self.refresh(batch);
+        }
+        Ok(if full {
+            Poll::More
+        } else {
+            Poll::Pending { retry_at: None }
+        })
+    }
+
+    fn tracks_offsets(&self) -> bool {
+        true
+    }
+
+    fn processed(&mut self, runs: &[Processed], held_from: i64) {
+        let mut st = self.shared.lock();
+        st.held_from = held_from;
+        for r in runs {
+            st.offsets
+                .processed(r.partition, r.first, r.next, r.max_event_time);
+        }
+    }
+
+    fn commit(&mut self, held_from: i64, sync: bool) -> Result<(), SourceError> {
+        let offsets = {
+            let mut st = self.shared.lock();
+            st.held_from = held_from;
+            st.offsets.to_commit(held_from, sync)
+        };
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let tpl = tpl_of(&self.topic, &offsets)
+            .map_err(|e| SourceError::msg(format!("cannot build an offset commit: {e}")))?;
+        let mode = if sync {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        match self.consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                if sync {
+                    let mut st = self.shared.lock();
+                    for &(p, o) in &offsets {
+                        st.offsets.confirmed(p, o);
+                    }
+                }
+                tracing::debug!(source = self.name, topic = %self.topic, offsets = ?offsets, sync, "offsets committed");
+            }
+            Err(e) => {
+                // Not fatal: the last committed offsets stay (more is re-read after a
+                // restart, nothing is lost). Asked again at the next commit.
+                let mut st = self.shared.lock();
+                for &(p, _) in &offsets {
+                    st.offsets.failed(p);
+                }
+                drop(st);
+                tracing::warn!(source = self.name, topic = %self.topic, error = %e, "offset commit failed");
+            }
+        }
+        Ok(())
+    }
+
+    fn partition_stats(&self, out: &mut Vec<PartitionStats>) {
+        let st = self.shared.lock();
+        for (p, part) in self.parts.iter().enumerate() {
+            if !part.assigned {
+                continue;
+            }
+            let p = p as u32;
+            out.push(PartitionStats {
+                partition: p,
+                lag: part.lag(),
+                committed: st
+                    .offsets
+                    .committed(p)
+                    .map(|o| i64::try_from(o).unwrap_or(i64::MAX)),
+            });
+        }
+    }
+}
