@@ -11,7 +11,7 @@
 //! Architecture invariant: every flow appears in exactly one stage, after its input.
 
 use crate::plan::{
-    AggFn, BinOp, Func, Input, Lit, Plan, RowStep, SinkKind, SourceKind, TExpr, TExprKind, UnOp,
+    AggFn, Func, Input, Lit, Plan, RowStep, SinkKind, SourceKind, TExpr, TExprKind, UnOp,
     WindowKind,
 };
 use std::fmt::{self, Write};
@@ -360,21 +360,7 @@ impl fmt::Display for ExprDisplay<'_> {
                 None => write!(f, "acc#{i}"),
             },
             TExprKind::Binary { op, lhs, rhs } => {
-                let op = match op {
-                    BinOp::Add => "+",
-                    BinOp::Sub => "-",
-                    BinOp::Mul => "*",
-                    BinOp::Div => "/",
-                    BinOp::Mod => "%",
-                    BinOp::Eq => "=",
-                    BinOp::NotEq => "<>",
-                    BinOp::Lt => "<",
-                    BinOp::LtEq => "<=",
-                    BinOp::Gt => ">",
-                    BinOp::GtEq => ">=",
-                    BinOp::And => "AND",
-                    BinOp::Or => "OR",
-                };
+                let op = crate::spec::expr::binop_symbol(*op);
                 write!(f, "({} {op} {})", sub(lhs), sub(rhs))
             }
             TExprKind::Unary {
