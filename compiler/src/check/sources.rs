@@ -21,6 +21,8 @@ pub(super) struct SourceOut {
     /// Fields whose declaration had an error.
     pub poisoned: Vec<String>,
     pub plan: Option<SourcePlan>,
+    /// Datagen `late_delay` / `key_fields` given in the spec (else derived from flows).
+    pub datagen_declared: (bool, bool),
 }
 
 impl Checker<'_> {
@@ -105,8 +107,12 @@ impl Checker<'_> {
                     seed: g.seed,
                     count: g.count,
                     start: g.start,
-                    late_delay: 0,
-                    key_fields: Vec::new(),
+                    late_delay: g.late_delay.unwrap_or(0),
+                    key_fields: g
+                        .key_fields
+                        .as_ref()
+                        .map(|v| v.iter().map(|n| n.value.clone()).collect())
+                        .unwrap_or_default(),
                 }),
             });
             let plan = match (kind, event_time) {
@@ -124,12 +130,32 @@ impl Checker<'_> {
                 }
                 _ => None,
             };
+            let mut datagen_declared = (false, false);
+            if let Some(SourceKindDecl::Datagen(g)) = &s.kind {
+                datagen_declared = (g.late_delay.is_some(), g.key_fields.is_some());
+                for k in g.key_fields.iter().flatten() {
+                    if s.schema_complete && !fields.iter().any(|f| f.name == k.value) {
+                        let names = fields.iter().map(|f| f.name.as_str());
+                        let help = did_you_mean(&k.value, names.clone())
+                            .map(|m| format!("did you mean `{m}`?"));
+                        self.error(
+                            Diagnostic::error(format!(
+                                "datagen `key_fields` names `{}`, which is not in the schema",
+                                k.value
+                            ))
+                            .label(k.span, "not a schema field")
+                            .maybe_help(help),
+                        );
+                    }
+                }
+            }
             out.push(SourceOut {
                 name: s.name.value.clone(),
                 fields,
                 complete: s.schema_complete,
                 poisoned: s.poisoned.clone(),
                 plan,
+                datagen_declared,
             });
         }
         out
@@ -171,6 +197,7 @@ impl Checker<'_> {
                 .filter(|f| f.input == Some(Input::Source(i)))
                 .collect();
             if let SourceKind::Datagen(g) = &mut plan.kind {
+                let (late_declared, keys_declared) = src.datagen_declared;
                 let extent = readers
                     .iter()
                     .filter_map(|f| f.window)
@@ -184,10 +211,12 @@ impl Checker<'_> {
                     })
                     .max()
                     .unwrap_or(0);
-                g.late_delay = plan
-                    .max_out_of_orderness
-                    .saturating_add(extent)
-                    .saturating_add(1000);
+                if !late_declared {
+                    g.late_delay = plan
+                        .max_out_of_orderness
+                        .saturating_add(extent)
+                        .saturating_add(1000);
+                }
                 let mut keys: Vec<String> = Vec::new();
                 for f in &readers {
                     for k in &f.key_names {
@@ -203,12 +232,14 @@ impl Checker<'_> {
                         }
                     }
                 }
-                g.key_fields = plan
-                    .schema
-                    .iter()
-                    .filter(|s| keys.contains(&s.name))
-                    .map(|s| s.name.clone())
-                    .collect();
+                if !keys_declared {
+                    g.key_fields = plan
+                        .schema
+                        .iter()
+                        .filter(|s| keys.contains(&s.name))
+                        .map(|s| s.name.clone())
+                        .collect();
+                }
             }
             if !dead_letter_declared {
                 let target = match &plan.default_dead_letter {

@@ -863,3 +863,22 @@ fn duplicate_keys_point_at_the_second_key() {
     let span = d.errors()[0].span().unwrap();
     assert_eq!(span.start, text.find("name: u").unwrap());
 }
+
+#[test]
+fn datagen_key_fields_and_late_delay_can_be_declared() {
+    let text = with_flows("  f:\n    from: ev\n    to: [out]\n")
+        .replace("datagen: {}", "datagen: {key_fields: [k], late_delay: 1m}");
+    let c = plan(&text);
+    let SourceKind::Datagen(g) = &c.plan.sources[0].kind else {
+        panic!()
+    };
+    assert_eq!(g.key_fields, ["k"]);
+    assert_eq!(g.late_delay, 60_000);
+
+    let text = with_flows("  f:\n    from: ev\n    to: [out]\n")
+        .replace("datagen: {}", "datagen: {key_fields: [kk]}");
+    let (msg, at, help) = one_error(&text);
+    assert!(msg.contains("`kk`"), "{msg}");
+    assert_eq!(at, "kk");
+    assert_eq!(help.as_deref(), Some("did you mean `k`?"));
+}

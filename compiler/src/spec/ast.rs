@@ -77,6 +77,11 @@ pub struct DatagenDecl {
     pub seed: u64,
     pub count: Option<u64>,
     pub start: Option<Millis>,
+    /// How far behind the newest event a too-late event is placed; default: computed
+    /// from the flows reading the source.
+    pub late_delay: Option<Millis>,
+    /// Schema fields drawn from `keys` values; default: the fields flows key by.
+    pub key_fields: Option<Vec<Spanned<String>>>,
 }
 
 impl Default for DatagenDecl {
@@ -89,6 +94,8 @@ impl Default for DatagenDecl {
             seed: 0,
             count: None,
             start: None,
+            late_delay: None,
+            key_fields: None,
         }
     }
 }

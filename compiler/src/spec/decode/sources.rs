@@ -217,6 +217,8 @@ impl Decoder<'_> {
                 "seed",
                 "count",
                 "start",
+                "late_delay",
+                "key_fields",
             ],
             true,
         )?;
@@ -276,6 +278,18 @@ impl Decoder<'_> {
         if let Some(e) = k.get("start") {
             match self.start_time(e) {
                 Some(v) => g.start = Some(v),
+                None => ok = false,
+            }
+        }
+        if let Some(e) = k.get("late_delay") {
+            match self.duration(e, "`late_delay`", false) {
+                Some(v) => g.late_delay = Some(v),
+                None => ok = false,
+            }
+        }
+        if let Some(e) = k.get("key_fields") {
+            match self.name_list(e, "`key_fields` (schema fields drawn from `keys` values)") {
+                Some(v) => g.key_fields = Some(v),
                 None => ok = false,
             }
         }
