@@ -964,7 +964,7 @@ pub fn main<P: Pipeline>(spec: JobSpec, mut pipeline: P) -> std::process::ExitCo
 
 /// Sinks are flushed at least this often while rows are written.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// The longest the loop sleeps (the signal flag and idleness are checked after it).
+/// The longest the loop naps (the signal flag and idleness are checked after it).
 const MAX_SLEEP: Duration = Duration::from_millis(50);
 /// Sleep when a source has nothing and gives no hint when it will.
 const BACKOFF: Duration = Duration::from_millis(5);
@@ -1043,6 +1043,12 @@ fn execute<P: Pipeline>(
         tracing::info!(job = spec.name, "committing offsets");
         if let Err(e) = commit_offsets(spec, pipeline, &mut ctx, &mut sources, true) {
             outcome = Err(e);
+        }
+    }
+    if !matches!(outcome, Ok(Stop::Signal | Stop::Finished)) {
+        // Results may be lost: closing the consumers must not commit anything.
+        for s in &mut sources {
+            s.source.stop_committing();
         }
     }
     refresh_partition_metrics(&mut ctx, &sources);
@@ -1291,7 +1297,9 @@ fn drive<P: Pipeline>(
             }
             let nap = until.saturating_duration_since(now);
             if !nap.is_zero() {
-                std::thread::sleep(nap);
+                // A source may wake the loop early (Kafka: records arrived), so a park,
+                // not a sleep. Spurious wake-ups only cost a round of polls.
+                std::thread::park_timeout(nap);
             }
         }
     }

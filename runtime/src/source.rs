@@ -449,6 +449,11 @@ pub trait Source {
     fn partition_stats(&self, out: &mut Vec<PartitionStats>) {
         let _ = out;
     }
+
+    /// The job failed (or lost its output): commit nothing more, not even when the
+    /// source is closed and gives up its partitions. Results of records processed
+    /// since the last commit may be lost, so they must be read again.
+    fn stop_committing(&mut self) {}
 }
 
 /// Opens the source described by `spec` (Kafka with the default environment: brokers

@@ -37,8 +37,12 @@ fn brokers() -> String {
         .unwrap_or_else(|| "127.0.0.1:9092".to_string())
 }
 
-/// Fails (never skips) when no broker answers.
+/// Fails (never skips) when no broker answers. With `STREAMC_LOG` set, the jobs' logs
+/// go to stderr.
 fn require_broker() -> String {
+    if std::env::var_os("STREAMC_LOG").is_some() {
+        driver::init_logging().unwrap();
+    }
     let b = brokers();
     let first = b.split(',').next().unwrap_or_default().trim().to_string();
     let ok = first
@@ -136,8 +140,15 @@ fn producer(brokers: &str) -> BaseProducer {
         .expect("producer")
 }
 
+/// A message to produce: partition, key, value (None: a tombstone).
+type Out<'a> = (i32, Option<&'a str>, Option<&'a [u8]>);
+/// The same, owned.
+type OwnedOut = (i32, Option<String>, Option<Vec<u8>>);
+/// A window result: key, start, end, count, revision.
+type Fired = (String, i64, i64, u64, u32);
+
 /// Produces `(partition, key, value)` messages in order and waits for them.
-fn produce(brokers: &str, topic: &str, msgs: &[(i32, Option<&str>, Option<&[u8]>)]) {
+fn produce(brokers: &str, topic: &str, msgs: &[Out<'_>]) {
     let p = producer(brokers);
     for &(partition, key, value) in msgs {
         let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).partition(partition);
@@ -168,7 +179,7 @@ fn send_after(
     topic: &str,
     progress: &Arc<Progress>,
     after: usize,
-    msgs: Vec<(i32, Option<String>, Option<Vec<u8>>)>,
+    msgs: Vec<OwnedOut>,
 ) -> std::thread::JoinHandle<()> {
     let (brokers, topic, progress) = (brokers.to_string(), topic.to_string(), Arc::clone(progress));
     std::thread::spawn(move || {
@@ -188,7 +199,7 @@ fn send_after(
     })
 }
 
-fn as_msgs(evs: Vec<(i32, Vec<u8>)>) -> Vec<(i32, Option<String>, Option<Vec<u8>>)> {
+fn as_msgs(evs: Vec<(i32, Vec<u8>)>) -> Vec<OwnedOut> {
     evs.into_iter().map(|(p, v)| (p, None, Some(v))).collect()
 }
 
@@ -302,7 +313,7 @@ struct Progress {
     /// Records handed to the pipeline (valid or not).
     seen: AtomicUsize,
     /// Window results emitted: (key, start, end, count, revision).
-    windows: Mutex<Vec<(String, i64, i64, u64, u32)>>,
+    windows: Mutex<Vec<Fired>>,
 }
 
 /// Parses `{"k": string, "ts": int}` (else dead letter). Pass-through mode emits each
@@ -653,7 +664,7 @@ fn dead_letters_and_late_events_land_in_their_topics() {
     let good = |k: &str, ts: i64| Some(json!({"k": k, "ts": ts}).to_string().into_bytes());
     let late_event = b"{\"k\":\"x\",  \"ts\": 5}".to_vec();
     // First both partitions pass 10 s (the watermark is their minimum), then the rest.
-    let first: Vec<(i32, Option<String>, Option<Vec<u8>>)> = vec![
+    let first: Vec<OwnedOut> = vec![
         (0, None, good("a", 10_000)),               // p0 o0
         (0, None, Some(b"not json".to_vec())),      // p0 o1
         (1, None, good("b", 10_000)),               // p1 o0
@@ -838,8 +849,9 @@ fn a_delivery_error_ends_the_job_with_exit_code_1() {
             ("message.timeout.ms".into(), "10000".into()),
         ],
     };
+    let group = unique("g");
     let spec = job_spec(
-        vec![kafka_source(&input, &unique("g"), 0, None)],
+        vec![kafka_source(&input, &group, 0, None)],
         vec![out],
         kafka_sink("dlq", &dlq),
     );
@@ -859,6 +871,9 @@ fn a_delivery_error_ends_the_job_with_exit_code_1() {
         text.contains(&format!("delivery to Kafka topic `{missing}` failed")),
         "{text}"
     );
+    // The records whose results were lost are not committed (not even as the consumer
+    // closed): a restart reads them again.
+    assert_eq!(committed(&b, &group, &input, 1), vec![None]);
 }
 
 fn free_port() -> u16 {
@@ -1010,6 +1025,13 @@ fn metrics_show_consumer_lag_going_to_zero() {
         series(last, "streamc_partition_watermark_lag_seconds", label).is_some(),
         "{last}"
     );
+    // Offsets committed while running (asynchronously), confirmed by the broker.
+    assert!(
+        pages
+            .iter()
+            .any(|page| series(page, "streamc_kafka_committed_offset", label).is_some()),
+        "{last}"
+    );
     assert!(
         series(
             last,
@@ -1028,11 +1050,142 @@ fn metrics_show_consumer_lag_going_to_zero() {
         .is_some()
     );
     assert_eq!(summary.metrics.sources[0].records_in, n as u64);
-    // Committed offsets are published too (windows of 100 ms: almost everything is done).
+    // At the end, what is safe is committed (windows of 100 ms: all but the last few).
     assert!(
         summary.metrics.sources[0]
             .partitions
             .iter()
-            .all(|p| p.committed.is_some())
+            .all(|p| p.committed.is_some_and(|c| c > 0)),
+        "{:?}",
+        summary.metrics.sources[0].partitions
     );
+}
+
+/// Runs a job in a thread until `stop` is set; returns its outcome and its progress.
+fn spawn_job(
+    spec: &JobSpec,
+    job: Job,
+    args: Vec<String>,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Result<Summary, Error>, Job)> {
+    let (spec, stop) = (spec.clone(), Arc::clone(stop));
+    std::thread::spawn(move || {
+        let mut job = job;
+        let result = driver::run_until(&spec, &mut job, args.iter().map(String::as_str), stop);
+        (result, job)
+    })
+}
+
+#[test]
+fn a_rebalance_between_two_members_loses_nothing() {
+    rebalance_loses_nothing(None);
+}
+
+#[test]
+fn a_cooperative_rebalance_loses_nothing() {
+    rebalance_loses_nothing(Some("cooperative-sticky"));
+}
+
+/// Member A reads a 4-partition topic alone, member B joins the group while A is busy:
+/// A commits and gives up partitions, B takes them; every record reaches the output.
+fn rebalance_loses_nothing(strategy: Option<&str>) {
+    let b = require_broker();
+    let (input, output, dlq) = (
+        create_topic(&b, 4),
+        create_topic(&b, 1),
+        create_topic(&b, 1),
+    );
+    let group = unique("g");
+    let mut source = kafka_source(&input, &group, 0, None);
+    if let (Some(strategy), SourceKind::Kafka(k)) = (strategy, &mut source.kind) {
+        k.properties
+            .push(("partition.assignment.strategy".into(), strategy.into()));
+    }
+    let spec = job_spec(
+        vec![source],
+        vec![kafka_sink("out", &output)],
+        kafka_sink("dlq", &dlq),
+    );
+    let batch = |from: i64, to: i64| -> Vec<(i32, Vec<u8>)> {
+        (from..to)
+            .map(|i| {
+                (
+                    (i % 4) as i32,
+                    json!({"k": format!("k{i}"), "ts": i})
+                        .to_string()
+                        .into_bytes(),
+                )
+            })
+            .collect()
+    };
+    produce_events(&b, &input, &batch(0, 2000));
+    let args = vec![
+        "--brokers".to_string(),
+        b.clone(),
+        "--commit-interval".to_string(),
+        "200".to_string(),
+    ];
+    let stop = Arc::new(AtomicBool::new(false));
+    // Member A alone, slow: still busy when B joins.
+    let (pa, pb) = (Arc::new(Progress::default()), Arc::new(Progress::default()));
+    let mut a = Job::passthrough(&pa);
+    a.delay = Some(Duration::from_micros(300));
+    let ha = spawn_job(&spec, a, args.clone(), &stop);
+    let deadline = Instant::now() + LIMIT;
+    while pa.seen.load(Ordering::Relaxed) < 500 {
+        assert!(Instant::now() < deadline, "member A read nothing");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let hb = spawn_job(&spec, Job::passthrough(&pb), args, &stop);
+    // Keep producing until B has partitions and reads (A notices the new member at its
+    // next heartbeat and revokes while it is busy).
+    let mut n = 2000;
+    while pb.seen.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "member B never got a partition");
+        produce_events(&b, &input, &batch(n, n + 400));
+        n += 400;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    produce_events(&b, &input, &batch(n, n + 2000));
+    n += 2000;
+    // Every input record reaches the output at least once (duplicates are allowed:
+    // at-least-once), whoever read it.
+    let want: BTreeSet<(i64, i64)> = (0..n).map(|i| (i % 4, i / 4)).collect();
+    let mut got: BTreeSet<(i64, i64)> = BTreeSet::new();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&[&output]).unwrap();
+    let mut rows = 0u64;
+    while got != want && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            got.insert((v["p"].as_i64().unwrap(), v["o"].as_i64().unwrap()));
+            rows += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (ra, _) = ha.join().unwrap();
+    let (rb, _) = hb.join().unwrap();
+    let (sa, sb) = (ra.unwrap(), rb.unwrap());
+    let missing: Vec<_> = want.difference(&got).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "lost records (partition, offset): {missing:?}..."
+    );
+    // Both members read: the partitions were shared after the rebalance.
+    assert!(
+        sb.metrics.sources[0].records_in > 0,
+        "member B never got a partition"
+    );
+    let n = n as u64;
+    let total = sa.metrics.sources[0].records_in + sb.metrics.sources[0].records_in;
+    assert!(total >= n && rows >= n, "{total} {rows} {n}");
+    // A's revoked partitions were committed at the revocation, so B re-read at most
+    // what A had not processed: few duplicates.
+    assert!(total < n + n / 2, "{total} of {n}");
 }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
@@ -40,6 +40,8 @@ const WARN_EVERY: Duration = Duration::from_secs(30);
 struct Shared {
     /// A rebalance happened: `State::changes` has news.
     changed: AtomicBool,
+    /// The job failed: no more commits (`Source::stop_committing`).
+    frozen: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -65,7 +67,18 @@ pub(crate) struct SourceContext {
     env: KafkaEnv,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    /// librdkafka's consumer errors: `poll` returns each of them too, where partition
+    /// ends are used and the rest are logged (rate-limited), so nothing more here.
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::debug!(source = self.source, %error, reason, "Kafka consumer error event");
+        }
+    }
+}
 
 fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<u32> {
     tpl.elements_for_topic(topic)
@@ -79,13 +92,22 @@ impl SourceContext {
     /// delivered (else not at all: the next owner then reads more again, which is
     /// at-least-once; committing could lose results).
     fn commit_revoked(&self, consumer: &BaseConsumer<SourceContext>, parts: &[u32]) {
+        if self.shared.frozen.load(Ordering::Acquire) {
+            return;
+        }
         let offsets: Vec<(u32, u64)> = {
             let mut st = self.shared.lock();
             let held_from = st.held_from;
-            parts
-                .iter()
-                .filter_map(|&p| st.offsets.safe_offset(p, held_from).map(|o| (p, o)))
-                .collect()
+            let mut offsets = Vec::with_capacity(parts.len());
+            for &p in parts {
+                // Not when already committed (at shutdown, just before the close).
+                if let Some(o) = st.offsets.safe_offset(p, held_from)
+                    && st.offsets.committed(p) != Some(o)
+                {
+                    offsets.push((p, o));
+                }
+            }
+            offsets
         };
         if offsets.is_empty() {
             return;
@@ -137,7 +159,9 @@ impl ConsumerContext for SourceContext {
             }
             drop(st);
             self.shared.changed.store(true, Ordering::Release);
-            tracing::info!(source = self.source, topic = %self.topic, partitions = ?parts, "partitions revoked");
+            if !parts.is_empty() {
+                tracing::info!(source = self.source, topic = %self.topic, partitions = ?parts, "partitions revoked");
+            }
         }
     }
 
@@ -152,7 +176,12 @@ impl ConsumerContext for SourceContext {
                 }
                 drop(st);
                 self.shared.changed.store(true, Ordering::Release);
-                tracing::info!(source = self.source, topic = %self.topic, partitions = ?parts, "partitions assigned");
+                if parts.is_empty() {
+                    // (Cooperative rebalances end with an empty incremental assignment.)
+                    tracing::debug!(source = self.source, topic = %self.topic, "no partitions assigned");
+                } else {
+                    tracing::info!(source = self.source, topic = %self.topic, partitions = ?parts, "partitions assigned");
+                }
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => {
@@ -189,6 +218,35 @@ impl ConsumerContext for SourceContext {
     }
 }
 
+/// Commits `tpl` asynchronously; the broker's answer comes back through the consumer's
+/// queue, so `poll` hands it to [`SourceContext::commit_callback`] (which confirms the
+/// offsets, or asks for them again). `Consumer::commit(.., Async)` would post no answer
+/// for a manual commit: librdkafka only logs failures then.
+fn commit_async(
+    consumer: &BaseConsumer<SourceContext>,
+    tpl: &TopicPartitionList,
+) -> Result<(), KafkaError> {
+    use rdkafka::bindings as rd;
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is valid while `consumer` lives; the queue handle is checked for null
+    // and released after the call (the pending commit keeps its own reference to the
+    // queue); librdkafka copies `tpl`.
+    let err = unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(rk);
+        if queue.is_null() {
+            return Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownGroup));
+        }
+        let err = rd::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
+        rd::rd_kafka_queue_destroy(queue);
+        err
+    };
+    if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        Ok(())
+    } else {
+        Err(KafkaError::ConsumerCommit(err.into()))
+    }
+}
+
 fn tpl_of(topic: &str, offsets: &[(u32, u64)]) -> Result<TopicPartitionList, KafkaError> {
     let mut tpl = TopicPartitionList::with_capacity(offsets.len());
     for &(p, o) in offsets {
@@ -216,11 +274,12 @@ struct Part {
 }
 
 impl Part {
-    fn lag(&self) -> Option<i64> {
+    /// Records between the position and `high` (the freshest high watermark known).
+    fn lag(&self, high: Option<i64>) -> Option<i64> {
         if self.eof {
             return Some(0);
         }
-        Some((self.high? - self.position?).max(0))
+        Some((high.or(self.high)? - self.position?).max(0))
     }
 }
 
@@ -252,6 +311,7 @@ impl KafkaSource {
         }
         let shared = Arc::new(Shared {
             changed: AtomicBool::new(false),
+            frozen: AtomicBool::new(false),
             state: Mutex::new(State {
                 offsets: OffsetTracker::new(),
                 held_from: i64::MIN,
@@ -264,13 +324,17 @@ impl KafkaSource {
             shared: Arc::clone(&shared),
             env: env.clone(),
         };
-        let consumer: BaseConsumer<SourceContext> =
+        let mut consumer: BaseConsumer<SourceContext> =
             cc.create_with_context(context).map_err(|e| {
                 SourceError::msg(format!(
                     "cannot create the Kafka consumer for topic `{}`: {e}",
                     spec.topic
                 ))
             })?;
+        // The driver naps (`thread::park_timeout`) when no source has data; records (or
+        // any event) arriving in the empty consumer queue wake it at once.
+        let driver = std::thread::current();
+        consumer.set_nonempty_callback(move || driver.unpark());
         consumer.subscribe(&[&spec.topic]).map_err(|e| {
             SourceError::msg(format!(
                 "cannot subscribe to Kafka topic `{}`: {e}",
@@ -482,6 +546,9 @@ impl Source for KafkaSource {
     }
 
     fn commit(&mut self, held_from: i64, sync: bool) -> Result<(), SourceError> {
+        if self.shared.frozen.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let offsets = {
             let mut st = self.shared.lock();
             st.held_from = held_from;
@@ -492,12 +559,12 @@ impl Source for KafkaSource {
         }
         let tpl = tpl_of(&self.topic, &offsets)
             .map_err(|e| SourceError::msg(format!("cannot build an offset commit: {e}")))?;
-        let mode = if sync {
-            CommitMode::Sync
+        let result = if sync {
+            self.consumer.commit(&tpl, CommitMode::Sync)
         } else {
-            CommitMode::Async
+            commit_async(&self.consumer, &tpl)
         };
-        match self.consumer.commit(&tpl, mode) {
+        match result {
             Ok(()) => {
                 if sync {
                     let mut st = self.shared.lock();
@@ -521,6 +588,10 @@ impl Source for KafkaSource {
         Ok(())
     }
 
+    fn stop_committing(&mut self) {
+        self.shared.frozen.store(true, Ordering::Release);
+    }
+
     fn partition_stats(&self, out: &mut Vec<PartitionStats>) {
         let st = self.shared.lock();
         for (p, part) in self.parts.iter().enumerate() {
@@ -528,9 +599,12 @@ impl Source for KafkaSource {
                 continue;
             }
             let p = p as u32;
+            // The cached high watermark now (cheap: no request), not as of the last
+            // poll: a long batch may have been processed since.
+            let high = Self::cached_high(&self.consumer, &self.topic_c, p);
             out.push(PartitionStats {
                 partition: p,
-                lag: part.lag(),
+                lag: part.lag(high),
                 committed: st
                     .offsets
                     .committed(p)

@@ -266,7 +266,7 @@ mod tests {
             let first = offset;
             let mut max = MIN;
             for _ in 0..1 + next() % 8 {
-                let ts = if next() % 10 == 0 {
+                let ts = if next().is_multiple_of(10) {
                     MIN // invalid
                 } else {
                     (step as i64) * 3 - (next() % 50) as i64

@@ -58,7 +58,13 @@ pub(crate) struct SinkContext {
     deliveries: Deliveries,
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    /// Client-level errors (a broker unreachable, ...): librdkafka retries them; failed
+    /// deliveries are reported per message. A warning, not an error of the job.
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "Kafka producer");
+    }
+}
 
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = ();
@@ -108,10 +114,13 @@ fn delivery_failed(topic: &str, error: &str) -> String {
     format!("delivery to Kafka topic `{topic}` failed (after librdkafka's retries): {error}")
 }
 
+/// A producer's configuration (key, value pairs in order).
+type Config = Vec<(String, String)>;
+
 /// The job's producers, by configuration (for sharing and for the commit barrier).
 #[derive(Default)]
 pub(crate) struct Producers {
-    list: Mutex<Vec<(Vec<(String, String)>, Weak<SharedProducer>)>>,
+    list: Mutex<Vec<(Config, Weak<SharedProducer>)>>,
 }
 
 impl Producers {

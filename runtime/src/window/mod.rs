@@ -222,7 +222,9 @@ where
 
     /// The smallest `start` of any window whose state is held (fired or not, until it
     /// is purged at `end + allowed_lateness <= watermark`); None when no state is held.
-    /// O(log n), no scan over keys.
+    /// O(log n), no scan over keys. Exact for tumbling and sliding windows; for session
+    /// windows a lower bound, at most 1023 ms below it (starts are counted per second,
+    /// which keeps the per-event cost low): lower only makes commits more conservative.
     ///
     /// Every event with an event time below it has had all of its windows fire and be
     /// purged (an event lies in windows starting at or before its time), so its input

@@ -6,10 +6,11 @@
 //! fires, `end + allowed_lateness` after; a key's next action time is the least over its
 //! sessions.
 //!
-//! The starts of all held sessions are also kept as a multiset (`start -> count`), so
-//! the oldest held start is known in O(log n) (for offset commits) without a scan. It
-//! changes only when a session is created, merged away or purged, not when an event
-//! lands in a session or extends its end.
+//! The starts of all held sessions are also counted per bucket of 1024 ms
+//! (`StartIndex`, a ring of buckets: O(1) amortized), so a lower bound of the oldest
+//! held start (at most 1023 ms below it) is known at once for offset commits, without a
+//! scan. The counts change only when a session is created, merged away or purged, not
+//! when an event lands in a session or extends its end.
 //!
 //! The key's timer entry is at a time at most its next action time: it is moved at
 //! once when the next action gets earlier, but left in place when it gets later (the
@@ -20,7 +21,7 @@
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use hashbrown::HashMap;
 use hashbrown::hash_map::RawEntryMut;
@@ -151,22 +152,106 @@ pub(super) struct Sessions<K, A> {
     keys: HashMap<K, KeySessions<A>>,
     timers: BTreeSet<Timer<K>>,
     live: usize,
-    /// Multiset of the starts of every held session: start -> number of sessions.
+    /// The starts of every held session, counted per bucket.
+    starts: StartIndex,
+}
+
+/// Sessions are counted per bucket of `2^BUCKET_SHIFT` ms of start time.
+const BUCKET_SHIFT: u32 = 10;
+/// Buckets counted in the ring (about 18 hours of start times); farther ones go to
+/// the overflow map.
+const MAX_RING: usize = 1 << 16;
+
+/// A multiset of session starts at bucket granularity. Held starts are almost all
+/// within a window of recent event time, so the counts live in a ring of buckets
+/// `base..base + ring.len()` (O(1) per change, amortized; trimmed so that its first and
+/// last buckets are non-zero); a start far from the others (a stray timestamp) is
+/// counted in an ordered map instead.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct StartIndex {
+    base: i64,
+    ring: VecDeque<usize>,
     #[serde(with = "super::map_as_seq")]
-    starts: BTreeMap<i64, usize>,
+    overflow: BTreeMap<i64, usize>,
 }
 
-fn add_start(starts: &mut BTreeMap<i64, usize>, start: i64) {
-    *starts.entry(start).or_insert(0) += 1;
-}
+impl StartIndex {
+    fn bucket(start: i64) -> i64 {
+        start >> BUCKET_SHIFT
+    }
 
-fn remove_start(starts: &mut BTreeMap<i64, usize>, start: i64) {
-    if let std::collections::btree_map::Entry::Occupied(mut e) = starts.entry(start) {
-        if *e.get() <= 1 {
-            e.remove();
-        } else {
-            *e.get_mut() -= 1;
+    /// The ring index of bucket `b`, if the ring covers it.
+    fn index(&self, b: i64) -> Option<usize> {
+        let i = usize::try_from(b.checked_sub(self.base)?).ok()?;
+        (i < self.ring.len()).then_some(i)
+    }
+
+    fn add(&mut self, start: i64) {
+        let b = Self::bucket(start);
+        if self.ring.is_empty() {
+            self.base = b;
+            self.ring.push_back(1);
+            return;
         }
+        if let Some(i) = self.index(b) {
+            self.ring[i] += 1;
+            return;
+        }
+        let len = self.ring.len() as i128;
+        let (b128, base) = (i128::from(b), i128::from(self.base));
+        if b128 >= base + len && b128 - base < MAX_RING as i128 {
+            let i = (b128 - base) as usize;
+            self.ring.resize(i, 0);
+            self.ring.push_back(1);
+        } else if b128 < base && base + len - b128 <= MAX_RING as i128 {
+            for _ in 0..(base - b128) {
+                self.ring.push_front(0);
+            }
+            self.base = b;
+            self.ring[0] = 1;
+        } else {
+            *self.overflow.entry(b).or_insert(0) += 1;
+        }
+    }
+
+    fn remove(&mut self, start: i64) {
+        let b = Self::bucket(start);
+        if let Some(i) = self.index(b)
+            && self.ring[i] > 0
+        {
+            self.ring[i] -= 1;
+            while self.ring.front() == Some(&0) {
+                self.ring.pop_front();
+                self.base += 1;
+            }
+            while self.ring.back() == Some(&0) {
+                self.ring.pop_back();
+            }
+            return;
+        }
+        if let std::collections::btree_map::Entry::Occupied(mut e) = self.overflow.entry(b) {
+            if *e.get() <= 1 {
+                e.remove();
+            } else {
+                *e.get_mut() -= 1;
+            }
+        }
+    }
+
+    /// Whether `a` and `b` are counted in the same bucket.
+    fn same(a: i64, b: i64) -> bool {
+        Self::bucket(a) == Self::bucket(b)
+    }
+
+    /// At most the smallest start counted (its bucket's first millisecond).
+    fn lower_bound(&self) -> Option<i64> {
+        let ring = (!self.ring.is_empty()).then_some(self.base);
+        let overflow = self.overflow.first_key_value().map(|(&b, _)| b);
+        let b = match (ring, overflow) {
+            (Some(r), Some(o)) => r.min(o),
+            (r, o) => r.or(o)?,
+        };
+        Some(b << BUCKET_SHIFT)
     }
 }
 
@@ -182,13 +267,13 @@ where
             keys: HashMap::new(),
             timers: BTreeSet::new(),
             live: 0,
-            starts: BTreeMap::new(),
+            starts: StartIndex::default(),
         }
     }
 
-    /// The smallest start of any held session.
+    /// At most the smallest start of any held session (by less than 1024 ms).
     pub(super) fn oldest_held_start(&self) -> Option<i64> {
-        self.starts.first_key_value().map(|(&start, _)| start)
+        self.starts.lower_bound()
     }
 
     /// `oldest_held_start` by a scan over every key (tests check the multiset with it).
@@ -198,6 +283,7 @@ where
             .values()
             .flat_map(|ks| ks.wins.iter().map(|w| w.start))
             .min()
+            .map(|start| (start >> BUCKET_SHIFT) << BUCKET_SHIFT)
     }
 
     pub(super) fn live_windows(&self) -> usize {
@@ -266,14 +352,14 @@ where
         // are not inherited: it emitted none.)
         let mut acc: Option<A> = None;
         let mut next_rev = 0u32;
-        // The common merge is an event extending one session's end: its start stays,
-        // and so does the multiset of starts.
-        let same_start = j == i + 1 && ks.wins[i].start == cstart;
-        if !same_start {
+        // The common merge is an event extending one session's end: its start stays
+        // (or stays in its bucket), and so do the counts.
+        let same_bucket = j == i + 1 && StartIndex::same(ks.wins[i].start, cstart);
+        if !same_bucket {
             for w in &ks.wins[i..j] {
-                remove_start(&mut self.starts, w.start);
+                self.starts.remove(w.start);
             }
-            add_start(&mut self.starts, cstart);
+            self.starts.add(cstart);
         }
         for w in ks.wins.drain(i..j) {
             if w.fired {
@@ -356,7 +442,7 @@ where
             ks.wins.retain(|w| {
                 let keep = w.end.saturating_add(lateness) > t;
                 if !keep {
-                    remove_start(starts, w.start);
+                    starts.remove(w.start);
                 }
                 keep
             });
@@ -377,5 +463,85 @@ where
 fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
     if map.capacity() > 64 && map.len() * 8 < map.capacity() {
         map.shrink_to(map.len() * 2);
+    }
+}
+
+#[cfg(test)]
+mod start_index_tests {
+    use super::*;
+
+    #[test]
+    fn counts_near_and_far_starts() {
+        const U: i64 = 1 << BUCKET_SHIFT;
+        let mut x = StartIndex::default();
+        assert_eq!(x.lower_bound(), None);
+        x.add(10 * U + 5);
+        x.add(12 * U);
+        x.add(12 * U + 1);
+        x.add(7 * U); // grows the ring at the front
+        assert_eq!(x.lower_bound(), Some(7 * U));
+        x.add(i64::MIN); // far: overflow
+        x.add(i64::MAX);
+        assert_eq!(
+            x.lower_bound(),
+            Some((i64::MIN >> BUCKET_SHIFT) << BUCKET_SHIFT)
+        );
+        x.remove(i64::MIN);
+        assert_eq!(x.lower_bound(), Some(7 * U));
+        x.remove(7 * U);
+        assert_eq!(x.lower_bound(), Some(10 * U));
+        assert_eq!(x.ring.len(), 3);
+        x.remove(10 * U);
+        x.remove(12 * U + 5);
+        assert_eq!(x.lower_bound(), Some(12 * U));
+        x.remove(12 * U);
+        assert_eq!(
+            x.lower_bound(),
+            Some((i64::MAX >> BUCKET_SHIFT) << BUCKET_SHIFT)
+        );
+        assert!(x.ring.is_empty());
+        x.remove(i64::MAX);
+        assert_eq!(x.lower_bound(), None);
+        // A bucket counted in the overflow map, then also in the ring once it moved.
+        x.add(0);
+        x.add((MAX_RING as i64 + 5) * U); // too far from 0: overflow
+        x.remove(0);
+        x.add((MAX_RING as i64 + 5) * U); // the ring starts there now
+        x.remove((MAX_RING as i64 + 5) * U);
+        x.remove((MAX_RING as i64 + 5) * U);
+        assert_eq!(x.lower_bound(), None);
+        assert!(x.overflow.is_empty());
+    }
+
+    #[test]
+    fn agrees_with_a_plain_multiset() {
+        let mut x = StartIndex::default();
+        let mut model: BTreeMap<i64, usize> = BTreeMap::new();
+        let mut held: Vec<i64> = Vec::new();
+        let mut r: u64 = 0x853c_49e6_748f_ea9b;
+        for step in 0..20_000i64 {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            if !r.is_multiple_of(3) || held.is_empty() {
+                let start = match r % 50 {
+                    0 => (r as i64) >> 3, // anywhere
+                    _ => step * 300 - ((r >> 8) % 100_000) as i64,
+                };
+                x.add(start);
+                *model.entry(start >> BUCKET_SHIFT).or_insert(0) += 1;
+                held.push(start);
+            } else {
+                let start = held.swap_remove((r >> 16) as usize % held.len());
+                x.remove(start);
+                let b = start >> BUCKET_SHIFT;
+                *model.get_mut(&b).unwrap() -= 1;
+                if model[&b] == 0 {
+                    model.remove(&b);
+                }
+            }
+            let want = model.first_key_value().map(|(&b, _)| b << BUCKET_SHIFT);
+            assert_eq!(x.lower_bound(), want, "step {step}");
+        }
     }
 }

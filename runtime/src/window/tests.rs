@@ -512,27 +512,35 @@ fn oldest_held_start_tumbling_and_sliding() {
 
 #[test]
 fn oldest_held_start_sessions() {
-    let mut o = session(10, 0);
-    ev(&mut o, 1, 100);
-    ev(&mut o, 2, 50);
-    assert_eq!(o.oldest_held_start(), Some(50));
+    // Times in units of 1024 ms (the granularity of session starts).
+    const U: i64 = 1024;
+    let mut o = session(10 * U, 0);
+    ev(&mut o, 1, 100 * U);
+    ev(&mut o, 2, 50 * U);
+    assert_eq!(o.oldest_held_start(), Some(50 * U));
     // Extending a session's end keeps its start.
-    ev(&mut o, 2, 58);
-    assert_eq!(o.oldest_held_start(), Some(50));
+    ev(&mut o, 2, 58 * U);
+    assert_eq!(o.oldest_held_start(), Some(50 * U));
     // An earlier event merges into [45, 68).
-    ev(&mut o, 2, 45);
-    assert_eq!(o.oldest_held_start(), Some(45));
+    ev(&mut o, 2, 45 * U);
+    assert_eq!(o.oldest_held_start(), Some(45 * U));
     // Key 2's session fires and is purged at 68.
-    adv(&mut o, 68);
-    assert_eq!(o.oldest_held_start(), Some(100));
-    // Two sessions with the same start (multiset): one purged leaves the other.
-    ev(&mut o, 3, 100);
-    adv(&mut o, 105);
-    ev(&mut o, 3, 109); // key 3's session grows to [100, 119)
-    adv(&mut o, 110); // key 1's [100, 110) is purged
-    assert_eq!(o.oldest_held_start(), Some(100));
-    adv(&mut o, 119);
+    adv(&mut o, 68 * U);
+    assert_eq!(o.oldest_held_start(), Some(100 * U));
+    // Two sessions with the same start (a multiset): one purged leaves the other.
+    ev(&mut o, 3, 100 * U);
+    adv(&mut o, 105 * U);
+    ev(&mut o, 3, 109 * U); // key 3's session grows to [100, 119)
+    adv(&mut o, 110 * U); // key 1's [100, 110) is purged
+    assert_eq!(o.oldest_held_start(), Some(100 * U));
+    adv(&mut o, 119 * U);
     assert_eq!(o.oldest_held_start(), None);
+    // Within a bucket: a lower bound, less than 1024 ms below the true start.
+    ev(&mut o, 4, 200 * U + 700);
+    assert_eq!(o.oldest_held_start(), Some(200 * U));
+    let mut p = session(10, 0);
+    ev(&mut p, 5, -3);
+    assert_eq!(p.oldest_held_start(), Some(-U));
 }
 
 #[test]
@@ -564,7 +572,7 @@ fn oldest_held_start_agrees_with_a_scan() {
                 ev(&mut o, k, ts);
                 assert_eq!(o.oldest_held_start(), oldest_by_scan(&o), "{kind:?}");
                 max = max.max(ts);
-                if (x >> 20) % 3 == 0 {
+                if (x >> 20).is_multiple_of(3) {
                     adv(&mut o, max - 10);
                     assert_eq!(o.oldest_held_start(), oldest_by_scan(&o), "{kind:?}");
                 }
