@@ -490,8 +490,24 @@ impl Context {
             .iter()
             .map(&mut get)
             .collect::<Result<_, _>>()?;
-        Ok(Context {
-            writers: writers.into_iter().map(|(_, w)| w).collect(),
+        Ok(Context::from_writers(
+            spec,
+            writers.into_iter().map(|(_, w)| w).collect(),
+            sink_writer,
+            dead_letter_writer,
+        ))
+    }
+
+    /// The context over opened writers: `sink_writer[i]` is output sink i's writer,
+    /// `dead_letter_writer[s]` source s's dead-letter writer.
+    fn from_writers(
+        spec: &JobSpec,
+        writers: Vec<Writer>,
+        sink_writer: Vec<usize>,
+        dead_letter_writer: Vec<usize>,
+    ) -> Self {
+        Context {
+            writers,
             sink_writer,
             dead_letter_writer,
             source_names: spec.sources.iter().map(|s| s.name).collect(),
@@ -504,7 +520,7 @@ impl Context {
             ),
             error: None,
             dirty: false,
-        })
+        }
     }
 
     /// A context whose sinks are made by `make` rather than opened from their kinds
@@ -519,21 +535,8 @@ impl Context {
             });
         }
         let n = spec.sinks.len();
-        Context {
-            writers,
-            sink_writer: (0..n).collect(),
-            dead_letter_writer: spec.sources.iter().map(|s| n + s.dead_letter).collect(),
-            source_names: spec.sources.iter().map(|s| s.name).collect(),
-            row: Vec::with_capacity(512),
-            key: Vec::with_capacity(128),
-            metrics: Metrics::new(
-                spec.sources.iter().map(|s| s.name),
-                spec.flows.iter().copied(),
-                spec.sinks.iter().map(|s| s.name),
-            ),
-            error: None,
-            dirty: false,
-        }
+        let dead_letter_writer = spec.sources.iter().map(|s| n + s.dead_letter).collect();
+        Context::from_writers(spec, writers, (0..n).collect(), dead_letter_writer)
     }
 
     fn fail(&mut self, e: Error) {
