@@ -223,6 +223,10 @@ pub struct Options {
     pub commit_interval: Option<Duration>,
     /// `--group-id SOURCE=ID`: source index, consumer group.
     pub group_ids: Vec<(usize, String)>,
+    /// `--bounded`: Kafka sources stop at the end offsets their partitions had at
+    /// start (like Flink's `setBounded(OffsetsInitializer.latest())`), so the job
+    /// ends like a job on files: every window fires, offsets are committed, exit 0.
+    pub bounded: bool,
 }
 
 /// Offsets are committed this often unless `--commit-interval` says otherwise.
@@ -253,6 +257,8 @@ pub fn usage(spec: &JobSpec) -> String {
          \x20                            (default: $STREAMC_BROKERS, else the spec's, else 127.0.0.1:9092)\n\
          \x20 --group-id SOURCE=ID       consumer group of Kafka source SOURCE\n\
          \x20 --commit-interval MS       commit Kafka offsets every MS milliseconds (also 5s, 1m; default 5s)\n\
+         \x20 --bounded                  read Kafka sources up to the end offsets they have at start,\n\
+         \x20                            then fire every window, commit and exit 0 (backfill, replay)\n\
          \x20 -h, --help                 print this help\n\
          \x20 -V, --version              print the version\n",
         name = spec.name
@@ -411,6 +417,7 @@ where
                     parser.value().map_err(lex)?,
                 )?);
             }
+            Long("bounded") => opts.bounded = true,
             Long("group-id") => {
                 let v = parser.value().map_err(lex)?;
                 let (i, id) = name_and_path("group-id", v, "source", &sources)?;
@@ -993,7 +1000,8 @@ fn execute<P: Pipeline>(
         .brokers
         .clone()
         .or_else(|| std::env::var(BROKERS_ENV).ok());
-    let env = KafkaEnv::new(spec.name, brokers);
+    let mut env = KafkaEnv::new(spec.name, brokers);
+    env.bounded = opts.bounded;
     // Sources first: a missing input must not cost the outputs their old content.
     let mut sources = Vec::with_capacity(resolved.sources.len());
     for s in &resolved.sources {
@@ -1375,11 +1383,13 @@ mod tests {
                 "250",
                 "--group-id",
                 "clicks=mine",
+                "--bounded",
             ],
         )
         .unwrap() else {
             panic!()
         };
+        assert!(opts.bounded);
         assert_eq!(opts.brokers.as_deref(), Some("a:1,b:2"));
         assert_eq!(opts.commit_interval, Some(Duration::from_millis(250)));
         assert_eq!(opts.group_ids, vec![(0, "mine".to_string())]);
@@ -1411,6 +1421,7 @@ mod tests {
             "--brokers ADDRS",
             "--group-id SOURCE=ID",
             "--commit-interval MS",
+            "--bounded",
             "kafka topic clicks (group g)",
             "STREAMC_LOG",
         ] {

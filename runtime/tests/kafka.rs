@@ -653,6 +653,102 @@ fn an_empty_partition_lets_windows_fire_after_idle_timeout() {
 }
 
 #[test]
+fn bounded_stops_at_the_end_offsets_at_start_fires_everything_and_commits() {
+    let b = require_broker();
+    let (input, output, dlq) = (
+        create_topic(&b, 3),
+        create_topic(&b, 1),
+        create_topic(&b, 1),
+    );
+    // Partitions 0 and 1 hold 300 events each (keys a and b, 1 s windows); partition
+    // 2 stays empty. No idle timeout: only the end of input can fire the last windows.
+    let list: Vec<(i32, &str, i64)> = (0..600)
+        .map(|i| {
+            (
+                (i % 2) as i32,
+                if i % 2 == 0 { "a" } else { "b" },
+                i / 2 * 10,
+            )
+        })
+        .collect();
+    produce_events(&b, &input, &events(&list));
+    let group = unique("g");
+    let spec = job_spec(
+        vec![kafka_source(&input, &group, 0, None)],
+        vec![kafka_sink("out", &output)],
+        kafka_sink("dlq", &dlq),
+    );
+    let progress = Arc::new(Progress::default());
+    let mut job = Job::windowed(&progress, 1000, 0, None);
+    // A slow job (2 ms per record): records appended after it started (once it has
+    // seen 50) lie beyond the end offsets it read at start, so it must leave them.
+    job.delay = Some(Duration::from_millis(2));
+    let later = send_after(
+        &b,
+        &input,
+        &progress,
+        50,
+        as_msgs(events(&[(0, "a", 100), (1, "b", 3100), (2, "c", 50)])),
+    );
+    // The job ends by itself: `done` never asks it to stop.
+    let summary = run_job(
+        &spec,
+        &mut job,
+        &["--brokers", &b, "--bounded"],
+        LIMIT,
+        |_| false,
+    )
+    .unwrap();
+    later.join().unwrap();
+    assert_eq!(summary.stop, Stop::Finished);
+    assert_eq!(summary.metrics.sources[0].records_in, 600);
+    assert_eq!(summary.metrics.sources[0].watermark, WATERMARK_MAX);
+    // Every window fired once, with every event read, none of the later ones.
+    let mut windows = progress.windows.lock().unwrap().clone();
+    windows.sort();
+    let want: Vec<Fired> = ["a", "b"]
+        .iter()
+        .flat_map(|k| (0..3).map(move |w| (k.to_string(), w * 1000, w * 1000 + 1000, 100, 0)))
+        .collect();
+    assert_eq!(windows, want);
+    assert_eq!(read_topic(&b, &output, 6, Duration::from_secs(30)).len(), 6);
+    // The committed offsets are the end offsets at start (the later records are left
+    // for the next run), the empty partition has nothing to commit.
+    assert_eq!(
+        committed(&b, &group, &input, 3),
+        vec![Some(300), Some(300), None]
+    );
+
+    // A second bounded run of the same group reads just the three later records.
+    let progress = Arc::new(Progress::default());
+    let mut job = Job::windowed(&progress, 1000, 0, None);
+    let summary = run_job(
+        &spec,
+        &mut job,
+        &["--brokers", &b, "--bounded"],
+        LIMIT,
+        |_| false,
+    )
+    .unwrap();
+    assert_eq!(summary.stop, Stop::Finished);
+    assert_eq!(summary.metrics.sources[0].records_in, 3);
+    let mut windows = progress.windows.lock().unwrap().clone();
+    windows.sort();
+    assert_eq!(
+        windows,
+        vec![
+            ("a".to_string(), 0, 1000, 1, 0),
+            ("b".to_string(), 3000, 4000, 1, 0),
+            ("c".to_string(), 0, 1000, 1, 0),
+        ]
+    );
+    assert_eq!(
+        committed(&b, &group, &input, 3),
+        vec![Some(301), Some(301), Some(1)]
+    );
+}
+
+#[test]
 fn dead_letters_and_late_events_land_in_their_topics() {
     let b = require_broker();
     let (input, output, late, dlq) = (

@@ -33,6 +33,8 @@ use crate::source::{
 
 /// How often the cached high watermarks are read (lag, caught-up).
 const REFRESH_EVERY: Duration = Duration::from_millis(100);
+/// How long bounded mode waits for the brokers to tell the end offsets at start.
+const END_OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
 /// The same consumer warning is logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 
@@ -40,6 +42,8 @@ const WARN_EVERY: Duration = Duration::from_secs(30);
 struct Shared {
     /// A rebalance happened: `State::changes` has news.
     changed: AtomicBool,
+    /// An assignment (maybe empty) has arrived since the subscription.
+    assigned_once: AtomicBool,
     /// The job failed: no more commits (`Source::stop_committing`).
     frozen: AtomicBool,
     state: Mutex<State>,
@@ -169,6 +173,7 @@ impl ConsumerContext for SourceContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let parts = partitions_of(tpl, &self.topic);
+                self.shared.assigned_once.store(true, Ordering::Release);
                 let mut st = self.shared.lock();
                 for &p in &parts {
                     st.offsets.assign(p);
@@ -271,6 +276,8 @@ struct Part {
     high: Option<i64>,
     /// The caught-up status last reported to the driver.
     reported: Option<bool>,
+    /// Bounded mode: the partition has reached its stop offset (and is paused).
+    done: bool,
 }
 
 impl Part {
@@ -291,6 +298,9 @@ pub(crate) struct KafkaSource {
     consumer: BaseConsumer<SourceContext>,
     shared: Arc<Shared>,
     parts: Vec<Part>,
+    /// Bounded mode (`--bounded`): the end offset of each partition when the job
+    /// started, by partition (a partition missing here had none: it stops at once).
+    stop_at: Option<Vec<i64>>,
     last_refresh: Instant,
     /// The last consumer warning and when it was logged.
     last_warning: Option<(String, Instant)>,
@@ -311,6 +321,7 @@ impl KafkaSource {
         }
         let shared = Arc::new(Shared {
             changed: AtomicBool::new(false),
+            assigned_once: AtomicBool::new(false),
             frozen: AtomicBool::new(false),
             state: Mutex::new(State {
                 offsets: OffsetTracker::new(),
@@ -335,6 +346,11 @@ impl KafkaSource {
         // any event) arriving in the empty consumer queue wake it at once.
         let driver = std::thread::current();
         consumer.set_nonempty_callback(move || driver.unpark());
+        let stop_at = if env.bounded {
+            Some(Self::end_offsets(&consumer, &spec.topic)?)
+        } else {
+            None
+        };
         consumer.subscribe(&[&spec.topic]).map_err(|e| {
             SourceError::msg(format!(
                 "cannot subscribe to Kafka topic `{}`: {e}",
@@ -347,6 +363,7 @@ impl KafkaSource {
             group = cc.get("group.id").unwrap_or_default(),
             brokers = cc.get("bootstrap.servers").unwrap_or_default(),
             start = %spec.start,
+            stop_at = ?stop_at,
             "Kafka source subscribed"
         );
         Ok(KafkaSource {
@@ -356,9 +373,85 @@ impl KafkaSource {
             consumer,
             shared,
             parts: Vec::new(),
+            stop_at,
             last_refresh: Instant::now(),
             last_warning: None,
         })
+    }
+
+    /// The end offsets (high watermarks) of every partition of `topic`, asked of the
+    /// brokers (bounded mode).
+    fn end_offsets(
+        consumer: &BaseConsumer<SourceContext>,
+        topic: &str,
+    ) -> Result<Vec<i64>, SourceError> {
+        let fail = |e: KafkaError| {
+            SourceError::msg(format!(
+                "--bounded: cannot read the end offsets of Kafka topic `{topic}`: {e}"
+            ))
+        };
+        let md = consumer
+            .fetch_metadata(Some(topic), END_OFFSETS_TIMEOUT)
+            .map_err(fail)?;
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+            return Err(SourceError::msg(format!(
+                "--bounded: Kafka topic `{topic}` not found"
+            )));
+        };
+        if let Some(e) = t.error() {
+            return Err(fail(KafkaError::MetadataFetch(e.into())));
+        }
+        let mut ends = vec![0; t.partitions().len()];
+        for p in t.partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), END_OFFSETS_TIMEOUT)
+                .map_err(fail)?;
+            if let Ok(i) = usize::try_from(p.id()) {
+                if i >= ends.len() {
+                    ends.resize(i + 1, 0);
+                }
+                ends[i] = high.max(0);
+            }
+        }
+        Ok(ends)
+    }
+
+    /// Bounded mode: partition `p` is done (it reached its stop offset): it ends for
+    /// the driver (its watermark goes to +infinity) and is paused (no more fetching).
+    fn finish_partition(&mut self, p: u32, batch: &mut Batch) {
+        let Some(part) = self.parts.get_mut(p as usize) else {
+            return;
+        };
+        if part.done {
+            return;
+        }
+        part.done = true;
+        batch.end_partition(p);
+        tracing::info!(source = self.name, topic = %self.topic, partition = p, "partition read up to its end offset at start");
+        let mut tpl = TopicPartitionList::new();
+        if let Ok(pi) = i32::try_from(p)
+            && tpl
+                .add_partition(&self.topic, pi)
+                .set_offset(Offset::Stored)
+                .is_ok()
+            && let Err(e) = self.consumer.pause(&tpl)
+        {
+            tracing::debug!(source = self.name, partition = p, error = %e, "cannot pause a finished partition");
+        }
+    }
+
+    /// Bounded mode: the stop offset of partition `p`.
+    fn stop_of(&self, p: u32) -> Option<i64> {
+        self.stop_at
+            .as_ref()
+            .map(|ends| ends.get(p as usize).copied().unwrap_or(0))
+    }
+
+    /// Bounded mode: every assigned partition is done (and an assignment came).
+    fn all_done(&self) -> bool {
+        self.stop_at.is_some()
+            && self.shared.assigned_once.load(Ordering::Acquire)
+            && self.parts.iter().all(|p| !p.assigned || p.done)
     }
 
     /// The cached high watermark of partition `p` (librdkafka's, from the last fetch
@@ -485,10 +578,25 @@ impl Source for KafkaSource {
                         );
                         continue;
                     };
+                    if part.done {
+                        continue;
+                    }
+                    let stop = self
+                        .stop_at
+                        .as_ref()
+                        .map(|ends| ends.get(p as usize).copied().unwrap_or(0));
+                    if stop.is_some_and(|stop| m.offset() >= stop) {
+                        // Bounded: appended after the job started; not read, not committed.
+                        self.finish_partition(p, batch);
+                        continue;
+                    }
                     part.position = Some(m.offset() + 1);
                     part.eof = false;
                     // Tombstones (no value) are records too: the pipeline dead-letters them.
                     batch.push(p, offset, m.payload().unwrap_or_default());
+                    if stop.is_some_and(|stop| m.offset() + 1 >= stop) {
+                        self.finish_partition(p, batch);
+                    }
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     let high = u32::try_from(p)
@@ -506,6 +614,13 @@ impl Source for KafkaSource {
                             part.position = Some(part.position.map_or(h, |pos| pos.max(h)));
                         }
                         ends = true;
+                        let position = part.position;
+                        if let (Some(stop), Some(pos), Ok(p)) =
+                            (self.stop_of(p as u32), position, u32::try_from(p))
+                            && pos >= stop
+                        {
+                            self.finish_partition(p, batch);
+                        }
                     }
                 }
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
@@ -524,6 +639,10 @@ impl Source for KafkaSource {
         }
         if ends || self.last_refresh.elapsed() >= REFRESH_EVERY {
             self.refresh(batch);
+        }
+        if self.all_done() {
+            tracing::info!(source = self.name, topic = %self.topic, "bounded: every assigned partition read up to its end offset at start");
+            return Ok(Poll::Finished);
         }
         Ok(if full {
             Poll::More
