@@ -1081,20 +1081,19 @@ impl<'p> Gen<'p> {
 
 fn advance_fn(i: usize) -> TokenStream {
     let rt = rt();
-    let (op, buf, emit, adv) = (
-        op_ident(i),
-        buf_ident(i),
-        emit_ident(i),
-        format_ident!("advance{}", i),
-    );
+    let (op, emit, adv) = (op_ident(i), emit_ident(i), format_ident!("advance{}", i));
+    // The operator is moved out while it fires, so each emission goes downstream as
+    // it is made (no buffer of a whole window's rows); nothing downstream of a window
+    // reads that window's operator (the flow graph has no cycles).
     quote! {
         fn #adv(&mut self, wm: i64, ctx: &mut #rt::Context) {
-            let mut buf = ::std::mem::take(&mut self.#buf);
-            self.#op.advance(wm, &mut buf);
-            for e in buf.drain(..) {
-                self.#emit(e, ctx);
+            if wm <= self.#op.watermark() {
+                return;
             }
-            self.#buf = buf;
+            let idle = #rt::window::WindowOperator::new(self.#op.spec());
+            let mut op = ::std::mem::replace(&mut self.#op, idle);
+            op.advance_with(wm, |e| self.#emit(e, ctx));
+            self.#op = op;
         }
     }
 }

@@ -202,13 +202,20 @@ where
     /// Windows with the same `end` fire in order of key (then start), so the output is
     /// a function of the input alone.
     pub fn advance(&mut self, wm: i64, out: &mut Vec<Emission<K, A::Output>>) {
+        self.advance_with(wm, |e| out.push(e));
+    }
+
+    /// [`advance`](Self::advance), handing each emission to `emit` as it is made
+    /// instead of collecting them: a watermark step that fires a window of 100k keys
+    /// then needs no buffer of 100k emissions (the generated code's way).
+    pub fn advance_with(&mut self, wm: i64, mut emit: impl FnMut(Emission<K, A::Output>)) {
         if wm <= self.watermark {
             return;
         }
         self.watermark = wm;
         match &mut self.state {
-            State::Fixed(f) => f.advance(wm, out),
-            State::Session(s) => s.advance(wm, out),
+            State::Fixed(f) => f.advance(wm, &mut emit),
+            State::Session(s) => s.advance(wm, &mut emit),
         }
     }
 

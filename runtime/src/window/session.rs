@@ -55,8 +55,8 @@ impl<A: Aggregator> Win<A> {
     }
 
     /// Emits the next revision of this session.
-    fn fire<K>(&mut self, key: K, out: &mut Vec<Emission<K, A::Output>>) {
-        out.push(Emission {
+    fn fire<K>(&mut self, key: K, emit: &mut impl FnMut(Emission<K, A::Output>)) {
+        emit(Emission {
             key,
             start: self.start,
             end: self.end,
@@ -335,7 +335,7 @@ where
             let w = &mut ks.wins[i];
             update(&mut w.acc);
             if w.end <= wm {
-                w.fire(key.clone(), out);
+                w.fire(key.clone(), &mut |e| out.push(e));
             }
             return true;
         }
@@ -389,7 +389,7 @@ where
             acc,
         };
         if cend <= wm {
-            win.fire(key.clone(), out);
+            win.fire(key.clone(), &mut |e| out.push(e));
         }
         ks.wins.insert(i, win);
         self.live += 1;
@@ -414,7 +414,7 @@ where
         true
     }
 
-    pub(super) fn advance(&mut self, wm: i64, out: &mut Vec<Emission<K, A::Output>>) {
+    pub(super) fn advance(&mut self, wm: i64, emit: &mut impl FnMut(Emission<K, A::Output>)) {
         let lateness = self.lateness;
         while self.timers.first().is_some_and(|t| t.at <= wm) {
             let Some(Timer { at: t, key }) = self.timers.pop_first() else {
@@ -434,7 +434,7 @@ where
             // ending at `t` fires (sessions of a key have distinct ends).
             for w in ks.wins.iter_mut() {
                 if !w.fired && w.end <= t {
-                    w.fire(key.clone(), out);
+                    w.fire(key.clone(), emit);
                 }
             }
             let before = ks.wins.len();
