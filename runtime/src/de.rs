@@ -4,20 +4,6 @@ use serde::Deserializer;
 use serde::de::{self, Visitor};
 use std::fmt;
 
-/// Decodes one JSON event into a generated event struct (strings borrowed from
-/// `bytes`). The bytes are checked as UTF-8 once, then parsed as `&str`: serde_json's
-/// byte-slice reader would check every string (and every field name) on its own,
-/// which cost ~5% of a whole Kafka-to-Kafka job (perf, bench J1).
-pub fn from_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str(text).map_err(|e| e.to_string()),
-        Err(e) => Err(format!(
-            "invalid UTF-8 at byte {} of the record",
-            e.valid_up_to()
-        )),
-    }
-}
-
 struct TsVisitor;
 
 impl<'de> Visitor<'de> for TsVisitor {
@@ -90,30 +76,6 @@ mod tests {
         ts: i64,
         #[serde(default, deserialize_with = "super::opt_timestamp")]
         at: Option<i64>,
-    }
-
-    #[test]
-    fn from_json_checks_utf8_once_and_borrows() {
-        #[derive(Deserialize, Debug)]
-        struct S<'a> {
-            #[serde(borrow)]
-            s: std::borrow::Cow<'a, str>,
-        }
-        let v: S<'_> = super::from_json(br#"{"s": "caf\u00e9 ok", "x": "\u00e9"}"#).unwrap();
-        assert_eq!(v.s, "caf\u{e9} ok");
-        let raw = "{\"s\": \"café\"}".as_bytes();
-        let v: S<'_> = super::from_json(raw).unwrap();
-        assert!(matches!(v.s, std::borrow::Cow::Borrowed("café")));
-        let bad = b"{\"s\": \"caf\xff\"}";
-        assert_eq!(
-            super::from_json::<S<'_>>(bad).unwrap_err(),
-            "invalid UTF-8 at byte 10 of the record"
-        );
-        assert!(
-            super::from_json::<S<'_>>(b"{\"s\": 1}")
-                .unwrap_err()
-                .contains("line 1")
-        );
     }
 
     #[test]

@@ -572,10 +572,10 @@ impl<'p> Gen<'p> {
                         rec: &#rt::Record<'_>,
                         ctx: &mut #rt::Context,
                     ) -> ::std::option::Option<i64> {
-                        let ev: #ev<'_> = match #rt::de::from_json(rec.payload) {
+                        let ev: #ev<'_> = match ::serde_json::from_slice(rec.payload) {
                             ::std::result::Result::Ok(ev) => ev,
                             ::std::result::Result::Err(e) => {
-                                ctx.dead_letter(#i, rec, &e);
+                                ctx.dead_letter(#i, rec, &e.to_string());
                                 return ::std::option::Option::None;
                             }
                         };
