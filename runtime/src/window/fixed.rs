@@ -28,7 +28,7 @@ pub(super) enum Assigner {
     Sliding { size: i64, slide: i64 },
 }
 
-fn clamp(v: i128) -> i64 {
+pub(super) fn clamp(v: i128) -> i64 {
     v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
@@ -86,7 +86,7 @@ pub fn sliding_windows(ts: i64, size: i64, slide: i64) -> Vec<(i64, i64)> {
 }
 
 impl Assigner {
-    fn size(self) -> i64 {
+    pub(super) fn size(self) -> i64 {
         match self {
             Assigner::Tumbling { size, .. } | Assigner::Sliding { size, .. } => size,
         }
@@ -94,7 +94,7 @@ impl Assigner {
 
     /// The starts of the windows of `ts` that are live at watermark `wm < i64::MAX`
     /// (`end + lateness > wm`), as `(first, last, step)`; empty when `first > last`.
-    fn live_starts(self, ts: i64, wm: i64, lateness: i64) -> (i128, i128, i128) {
+    pub(super) fn live_starts(self, ts: i64, wm: i64, lateness: i64) -> (i128, i128, i128) {
         let size = i128::from(self.size());
         let (first, last, step) = match self {
             Assigner::Tumbling { size, offset } => {

@@ -4,9 +4,11 @@
 //! struct `K` and accumulator struct `A`. State is organised so that firing and purging
 //! cost no scan over all keys: timers are kept ordered by time.
 //!
-//! - `fixed.rs`: tumbling and sliding windows (window bounds are a function of the
-//!   event time alone). State is window-major, `BTreeMap<(end, start), HashMap<K, _>>`,
-//!   which is its own timer structure: due windows are a prefix of the map.
+//! - `fixed.rs`: tumbling windows (and the window arithmetic of sliding ones). State
+//!   is window-major, `BTreeMap<(end, start), HashMap<K, _>>`, which is its own timer
+//!   structure: due windows are a prefix of the map.
+//! - `sliding.rs`: sliding windows, key-major (an event lies in `size / slide` windows:
+//!   one lookup for all of them); timers `BTreeMap<(end, start), Vec<K>>`.
 //! - `session.rs`: merging session windows. State is key-major (sessions of a key
 //!   merge); timers: `BTreeSet<(time, K)>` with exactly one entry per key that holds
 //!   state (its next action time).
@@ -21,6 +23,7 @@
 
 mod fixed;
 mod session;
+mod sliding;
 
 pub use fixed::{sliding_windows, tumbling_window};
 
@@ -28,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use fixed::FixedWindows;
 use session::Sessions;
+use sliding::SlidingWindows;
 
 /// What kind of window, in epoch milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +140,7 @@ pub struct WindowOperator<K, A> {
 ))]
 enum State<K, A> {
     Fixed(FixedWindows<K, A>),
+    Sliding(SlidingWindows<K, A>),
     Session(Sessions<K, A>),
 }
 
@@ -154,10 +159,9 @@ where
                 fixed::Assigner::Tumbling { size, offset },
                 lateness,
             )),
-            WindowKind::Sliding { size, slide } => State::Fixed(FixedWindows::new(
-                fixed::Assigner::Sliding { size, slide },
-                lateness,
-            )),
+            WindowKind::Sliding { size, slide } => {
+                State::Sliding(SlidingWindows::new(size, slide, lateness))
+            }
             WindowKind::Session { gap } => State::Session(Sessions::new(gap, lateness)),
         };
         WindowOperator {
@@ -191,6 +195,7 @@ where
     ) -> bool {
         match &mut self.state {
             State::Fixed(f) => f.process(self.watermark, key, ts, update, out),
+            State::Sliding(s) => s.process(self.watermark, key, ts, update, out),
             State::Session(s) => s.process(self.watermark, key, ts, update, out),
         }
     }
@@ -215,6 +220,7 @@ where
         self.watermark = wm;
         match &mut self.state {
             State::Fixed(f) => f.advance(wm, &mut emit),
+            State::Sliding(s) => s.advance(wm, &mut emit),
             State::Session(s) => s.advance(wm, &mut emit),
         }
     }
@@ -223,6 +229,7 @@ where
     pub fn live_windows(&self) -> usize {
         match &self.state {
             State::Fixed(f) => f.live_windows(),
+            State::Sliding(s) => s.live_windows(),
             State::Session(s) => s.live_windows(),
         }
     }
@@ -240,6 +247,7 @@ where
     pub fn oldest_held_start(&self) -> Option<i64> {
         match &self.state {
             State::Fixed(f) => f.oldest_held_start(),
+            State::Sliding(s) => s.oldest_held_start(),
             State::Session(s) => s.oldest_held_start(),
         }
     }
@@ -248,6 +256,7 @@ where
     pub fn pending_timers(&self) -> usize {
         match &self.state {
             State::Fixed(f) => f.pending_timers(),
+            State::Sliding(s) => s.pending_timers(),
             State::Session(s) => s.pending_timers(),
         }
     }

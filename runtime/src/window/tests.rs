@@ -473,6 +473,7 @@ fn oldest_by_scan<K: std::hash::Hash + Eq + Ord + Clone>(
 ) -> Option<i64> {
     match &o.state {
         State::Fixed(f) => f.oldest_held_start_by_scan(),
+        State::Sliding(s) => s.oldest_held_start_by_scan(),
         State::Session(s) => s.oldest_held_start_by_scan(),
     }
 }
