@@ -1,16 +1,17 @@
-//! Tumbling and sliding windows: the windows of an event are a function of its event
-//! time alone, so a window is identified by `(key, start, end)` and never merges.
+//! Tumbling windows (and the window arithmetic of tumbling and sliding ones): the
+//! windows of an event are a function of its event time alone, so a window is
+//! identified by `(key, start, end)` and never merges.
 //!
 //! State is window-major: `BTreeMap<(end, start), HashMap<K, Win>>`, one "slot" per
 //! window bounds, holding every key's state for those bounds. The ordered map is the
 //! timer structure: a slot fires when the watermark passes its `end` (slots in order of
 //! end, keys within a slot in key order) and is dropped whole at `end + lateness`.
 //! So firing reads due slots sequentially and never looks keys up, purging frees whole
-//! maps, and per event there is one hash lookup by `&K` per window it lands in (the key
-//! is cloned only when it gets state in a slot). Measured against a key-major layout
-//! (per key a small vec of windows plus `BTreeMap<time, Vec<K>>` timers) on the
-//! `window` bench: faster with and without allowed lateness, since keys holding
-//! several windows spilled their vec to the heap and every firing was a random lookup.
+//! maps, and per event there is one hash lookup by `&K` (the key is cloned only when it
+//! gets state in a slot). Measured against a key-major layout (per key a small vec of
+//! windows plus `BTreeMap<time, Vec<K>>` timers) on the `window` bench: faster for
+//! tumbling windows, where an event lands in one window. Sliding windows, where it
+//! lands in `size / slide`, are key-major (`sliding.rs`): one lookup instead of several.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
