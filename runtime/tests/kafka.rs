@@ -690,22 +690,20 @@ fn bounded_stops_at_the_end_offsets_at_start_fires_everything_and_commits() {
         50,
         as_msgs(events(&[(0, "a", 100), (1, "b", 3100), (2, "c", 50)])),
     );
-    // The job ends by itself: `done` never asks it to stop.
-    let summary = run_job(
-        &spec,
-        &mut job,
-        &["--brokers", &b, "--bounded"],
-        LIMIT,
-        |_| false,
-    )
-    .unwrap();
+    // The job ends by itself (`done` never asks it to stop); its windows, sorted.
+    let run_bounded = |job: &mut Job| {
+        let args = ["--brokers", b.as_str(), "--bounded"];
+        let summary = run_job(&spec, job, &args, LIMIT, |_| false).unwrap();
+        assert_eq!(summary.stop, Stop::Finished);
+        let mut windows = job.progress.windows.lock().unwrap().clone();
+        windows.sort();
+        (summary, windows)
+    };
+    let (summary, windows) = run_bounded(&mut job);
     later.join().unwrap();
-    assert_eq!(summary.stop, Stop::Finished);
     assert_eq!(summary.metrics.sources[0].records_in, 600);
     assert_eq!(summary.metrics.sources[0].watermark, WATERMARK_MAX);
     // Every window fired once, with every event read, none of the later ones.
-    let mut windows = progress.windows.lock().unwrap().clone();
-    windows.sort();
     let want: Vec<Fired> = ["a", "b"]
         .iter()
         .flat_map(|k| (0..3).map(move |w| (k.to_string(), w * 1000, w * 1000 + 1000, 100, 0)))
@@ -721,19 +719,8 @@ fn bounded_stops_at_the_end_offsets_at_start_fires_everything_and_commits() {
 
     // A second bounded run of the same group reads just the three later records.
     let progress = Arc::new(Progress::default());
-    let mut job = Job::windowed(&progress, 1000, 0, None);
-    let summary = run_job(
-        &spec,
-        &mut job,
-        &["--brokers", &b, "--bounded"],
-        LIMIT,
-        |_| false,
-    )
-    .unwrap();
-    assert_eq!(summary.stop, Stop::Finished);
+    let (summary, windows) = run_bounded(&mut Job::windowed(&progress, 1000, 0, None));
     assert_eq!(summary.metrics.sources[0].records_in, 3);
-    let mut windows = progress.windows.lock().unwrap().clone();
-    windows.sort();
     assert_eq!(
         windows,
         vec![

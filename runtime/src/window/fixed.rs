@@ -20,7 +20,7 @@ use hashbrown::HashMap;
 use hashbrown::hash_map::RawEntryMut;
 use serde::{Deserialize, Serialize};
 
-use super::{Aggregator, Emission};
+use super::{Aggregator, Emission, fire_next};
 
 /// How event times map to windows (sizes and slides are at least 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,15 +237,7 @@ where
             update(&mut w.acc);
             if end <= wm {
                 // Fired already (or due and new): fire at once with the next revision.
-                out.push(Emission {
-                    key: key.clone(),
-                    start,
-                    end,
-                    revision: w.next_rev,
-                    retracted: false,
-                    out: w.acc.output(),
-                });
-                w.next_rev = w.next_rev.saturating_add(1);
+                out.push(fire_next(key.clone(), start, end, &mut w.next_rev, &w.acc));
             }
         }
         true
@@ -263,15 +255,7 @@ where
                 let mut wins: Vec<(&K, &mut Win<A>)> = slot.keys.iter_mut().collect();
                 wins.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 for (key, w) in wins {
-                    emit(Emission {
-                        key: key.clone(),
-                        start,
-                        end,
-                        revision: w.next_rev,
-                        retracted: false,
-                        out: w.acc.output(),
-                    });
-                    w.next_rev = w.next_rev.saturating_add(1);
+                    emit(fire_next(key.clone(), start, end, &mut w.next_rev, &w.acc));
                 }
             }
             self.fired_to = wm;

@@ -118,6 +118,27 @@ pub struct Emission<K, O> {
     pub out: O,
 }
 
+/// The next firing of window `[start, end)` of `key`: its emission with revision
+/// `*next_rev` and the accumulator's current output; `*next_rev` moves on.
+fn fire_next<K, A: Aggregator>(
+    key: K,
+    start: i64,
+    end: i64,
+    next_rev: &mut u32,
+    acc: &A,
+) -> Emission<K, A::Output> {
+    let revision = *next_rev;
+    *next_rev = next_rev.saturating_add(1);
+    Emission {
+        key,
+        start,
+        end,
+        revision,
+        retracted: false,
+        out: acc.output(),
+    }
+}
+
 /// Window operator for all three kinds. `K` is the key (use `()` for a global window).
 ///
 /// All state is plain data (`Serialize`/`Deserialize` when `K` and `A` are), so a

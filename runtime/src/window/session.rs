@@ -28,7 +28,7 @@ use hashbrown::hash_map::RawEntryMut;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use super::{Aggregator, Emission};
+use super::{Aggregator, Emission, fire_next};
 
 /// One session's state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -56,15 +56,13 @@ impl<A: Aggregator> Win<A> {
 
     /// Emits the next revision of this session.
     fn fire<K>(&mut self, key: K, emit: &mut impl FnMut(Emission<K, A::Output>)) {
-        emit(Emission {
+        emit(fire_next(
             key,
-            start: self.start,
-            end: self.end,
-            revision: self.next_rev,
-            retracted: false,
-            out: self.acc.output(),
-        });
-        self.next_rev = self.next_rev.saturating_add(1);
+            self.start,
+            self.end,
+            &mut self.next_rev,
+            &self.acc,
+        ));
         self.fired = true;
     }
 }

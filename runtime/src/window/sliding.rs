@@ -16,7 +16,7 @@ use hashbrown::hash_map::RawEntryMut;
 use serde::{Deserialize, Serialize};
 
 use super::fixed::{Assigner, clamp};
-use super::{Aggregator, Emission};
+use super::{Aggregator, Emission, fire_next};
 
 /// One key's state in one window.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -139,15 +139,7 @@ where
             update(&mut w.acc);
             if end <= wm {
                 // Fired already (or due and new): fire at once with the next revision.
-                out.push(Emission {
-                    key: key.clone(),
-                    start,
-                    end,
-                    revision: w.next_rev,
-                    retracted: false,
-                    out: w.acc.output(),
-                });
-                w.next_rev = w.next_rev.saturating_add(1);
+                out.push(fire_next(key.clone(), start, end, &mut w.next_rev, &w.acc));
             }
         }
         true
@@ -188,15 +180,7 @@ where
                 };
                 if fire {
                     let w = &mut wins[i];
-                    emit(Emission {
-                        key: key.clone(),
-                        start,
-                        end,
-                        revision: w.next_rev,
-                        retracted: false,
-                        out: w.acc.output(),
-                    });
-                    w.next_rev = w.next_rev.saturating_add(1);
+                    emit(fire_next(key.clone(), start, end, &mut w.next_rev, &w.acc));
                 }
                 if dead {
                     wins.remove(i);
