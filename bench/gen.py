@@ -21,15 +21,26 @@ Deterministic: the same options give the same bytes (Python's seeded Mersenne Tw
 
 The end-of-input sentinels (one per partition, an hour after the last event) are written
 by bench/run with kcat -p, not by this script (see bench/README.md).
+
+--paced: the input of the latency mode of bench/run. Instead of --count events as fast as
+possible, writes --rate-per-s events per second of wall clock for --duration seconds, in
+batches every --batch-ms (flushed, so that `kcat -P` appends them as they come), each with
+`ts` = the wall clock when it is generated; 5% of them (--ooo-fraction) 1..4999 ms in the
+past (--ooo-max), so never late with the 5 s bound; no too-late events, no sentinel. The
+same JSON and users. Not deterministic in time, only in the sequence of users and
+fields. At the end it prints `PACED events=N seconds=S behind_max_ms=B` on stderr (B:
+how far generation ever fell behind the schedule).
 """
 import argparse
 import random
 import sys
+import time
 
 URLS = [f"/shop/c{c}/p{p}" for c in range(20) for p in range(500)]
 DEVICES = ["mobile", "desktop", "tablet"]
 STATUSES = [200] * 40 + [201, 204, 301, 302, 304] + [400, 401, 403, 404, 404] + [500, 502, 503]
 SENTINEL_USER = 999_999_999
+NURLS, NSTATUSES, NDEVICES = len(URLS), len(STATUSES), len(DEVICES)
 
 # kinds of events
 NORMAL, OOO, LATE = 0, 1, 2
@@ -46,7 +57,23 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--ooo-max", type=int, default=4999, help="ms; must stay < the 5 s bound")
     ap.add_argument("--late-fraction", type=float, default=0.0001)
     ap.add_argument("--late-delay", type=int, default=600_000, help="ms behind the newest")
+    ap.add_argument("--paced", action="store_true",
+                    help="write events at --rate-per-s of wall clock for --duration s, ts = now (see above)")
+    ap.add_argument("--rate-per-s", type=int, default=4000, help="--paced: events per second of wall clock")
+    ap.add_argument("--duration", type=float, default=150, help="--paced: seconds")
+    ap.add_argument("--batch-ms", type=int, default=10, help="--paced: write a batch every MS")
     return ap
+
+
+def line(r, user, ts, lat, amt):
+    """One event as `key<TAB>json` (draws the url, status, device and session id from r)."""
+    return (
+        f'{user}\t{{"user_id":{user},"url":"{URLS[int(r() * NURLS)]}",'
+        f'"status":{STATUSES[int(r() * NSTATUSES)]},"latency_ms":{lat // 100}.{lat % 100:02d},'
+        f'"amount":{amt // 100}.{amt % 100:02d},"ts":{ts},'
+        f'"device":"{DEVICES[int(r() * NDEVICES)]}",'
+        f'"session_id":"{int(r() * 0xFFFFFFFFFFFF):012x}"}}\n'
+    )
 
 
 def events(a):
@@ -55,7 +82,6 @@ def events(a):
     r = rnd.random
     newest = a.start
     half = a.count // 2
-    nurls, ndevices, nstatuses = len(URLS), len(DEVICES), len(STATUSES)
     for i in range(a.count):
         nominal = a.start + i * 1000 // a.rate
         x = r()
@@ -70,14 +96,42 @@ def events(a):
         user = int(r() * a.users)
         lat = int(r() * 200_000)  # 0.00 .. 1999.99 ms
         amt = int(r() * 50_000)  # 0.00 .. 499.99
-        line = (
-            f'{user}\t{{"user_id":{user},"url":"{URLS[int(r() * nurls)]}",'
-            f'"status":{STATUSES[int(r() * nstatuses)]},"latency_ms":{lat // 100}.{lat % 100:02d},'
-            f'"amount":{amt // 100}.{amt % 100:02d},"ts":{ts},'
-            f'"device":"{DEVICES[int(r() * ndevices)]}",'
-            f'"session_id":"{int(r() * 0xFFFFFFFFFFFF):012x}"}}\n'
-        )
-        yield user, ts, amt, lat, kind, line
+        yield user, ts, amt, lat, kind, line(r, user, ts, lat, amt)
+
+
+def paced(a) -> None:
+    """--paced: a steady wall-clock rate, ts = now (5% up to --ooo-max ms in the past)."""
+    rnd = random.Random(a.seed)
+    r = rnd.random
+    out = sys.stdout
+    t0 = time.time()
+    n = 0
+    behind = 0.0
+    step = a.batch_ms / 1000
+    total = int(a.rate_per_s * a.duration)
+    tick = t0
+    while n < total:
+        now = time.time()
+        due = min(total, int((now - t0) * a.rate_per_s))
+        behind = max(behind, now - tick)
+        buf = []
+        while n < due:
+            ms = int(time.time() * 1000)
+            ts = ms - 1 - int(r() * a.ooo_max) if r() < a.ooo_fraction else ms
+            user = int(r() * a.users)
+            lat = int(r() * 200_000)
+            amt = int(r() * 50_000)
+            buf.append(line(r, user, ts, lat, amt))
+            n += 1
+        if buf:
+            out.write("".join(buf))
+            out.flush()
+        tick += step
+        pause = tick - time.time()
+        if pause > 0:
+            time.sleep(pause)
+    print(f"PACED events={n} seconds={time.time() - t0:.3f} behind_max_ms={behind * 1000:.0f}",
+          file=sys.stderr, flush=True)
 
 
 def last_ts(a) -> int:
@@ -100,6 +154,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.sentinel:
         print(sentinel(a))
+        return
+    if a.paced:
+        paced(a)
         return
     out = sys.stdout
     buf = []

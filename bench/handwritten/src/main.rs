@@ -14,10 +14,15 @@
 //! `linger.ms=5`, no compression). The JSON is not parsed: the four fields are found
 //! with memmem.
 //!
-//! Usage: handwritten-j1 [--brokers B] [--input TOPIC] [--output TOPIC]
+//! `--unbounded` (bench/run's latency mode): no end offsets; it consumes until SIGTERM or
+//! SIGINT, then flushes its producer (the rows already emitted reach the topic) and exits
+//! without firing the open windows.
+//!
+//! Usage: handwritten-j1 [--brokers B] [--input TOPIC] [--output TOPIC] [--unbounded]
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memchr::memmem::Finder;
@@ -170,6 +175,13 @@ fn field<'a>(f: &Finder<'_>, payload: &'a [u8]) -> Option<&'a [u8]> {
     f.find(payload).map(|i| &payload[i + f.needle().len()..])
 }
 
+/// Set by SIGTERM / SIGINT: the loop stops at its next poll (at most 100 ms later).
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
 fn now_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -180,17 +192,25 @@ fn main() {
     let mut brokers = "127.0.0.1:9092".to_string();
     let mut input = "bench-input".to_string();
     let mut output = "bench-handwritten-j1".to_string();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        match (pair[0].as_str(), pair.get(1)) {
-            ("--brokers", Some(v)) => brokers = v.clone(),
-            ("--input", Some(v)) => input = v.clone(),
-            ("--output", Some(v)) => output = v.clone(),
-            _ => {
-                eprintln!("usage: handwritten-j1 [--brokers B] [--input TOPIC] [--output TOPIC]");
-                std::process::exit(2);
-            }
+    let mut unbounded = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--unbounded" {
+            unbounded = true;
+            continue;
         }
+        let v = args.next().unwrap_or_else(|| usage());
+        match arg.as_str() {
+            "--brokers" => brokers = v,
+            "--input" => input = v,
+            "--output" => output = v,
+            _ => usage(),
+        }
+    }
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
 
     let consumer: BaseConsumer = ClientConfig::new()
@@ -255,7 +275,7 @@ fn main() {
     let mut done = vec![false; nparts];
     let (mut records, mut invalid) = (0u64, 0u64);
 
-    while remaining > 0 {
+    while (unbounded || remaining > 0) && !STOP.load(Ordering::Relaxed) {
         let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
             out.producer.poll(Duration::ZERO);
             continue;
@@ -292,9 +312,11 @@ fn main() {
             remaining -= 1;
         }
     }
-    // end of input: the watermark goes to +inf
+    // end of input: the watermark goes to +inf (not on a stop: the windows stay open)
     let consumed = now_ms();
-    job.advance(i64::MAX, &mut out);
+    if remaining == 0 && !unbounded {
+        job.advance(i64::MAX, &mut out);
+    }
     let fired = now_ms();
     out.producer.flush(Duration::from_secs(60)).expect("flush");
     eprintln!("END consumed={consumed} fired={fired}");
@@ -304,4 +326,9 @@ fn main() {
         job.late,
         out.rows
     );
+}
+
+fn usage() -> ! {
+    eprintln!("usage: handwritten-j1 [--brokers B] [--input TOPIC] [--output TOPIC] [--unbounded]");
+    std::process::exit(2);
 }

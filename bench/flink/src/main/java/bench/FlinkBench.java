@@ -16,6 +16,7 @@ import org.apache.flink.connector.kafka.sink.KafkaRecordSerializationSchema;
 import org.apache.flink.connector.kafka.sink.KafkaRecordSerializationSchemaBuilder;
 import org.apache.flink.connector.kafka.sink.KafkaSink;
 import org.apache.flink.connector.kafka.source.KafkaSource;
+import org.apache.flink.connector.kafka.source.KafkaSourceBuilder;
 import org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer;
 import org.apache.flink.formats.json.JsonDeserializationSchema;
 import org.apache.flink.formats.json.JsonSerializationSchema;
@@ -40,8 +41,12 @@ import org.apache.flink.util.OutputTag;
  * AggregateFunction plus a ProcessWindowFunction for the window bounds, JSON POJOs
  * (flink-json) in and out, KafkaSink (at least once). One JVM, local MiniCluster.
  *
+ * <p>{@code --unbounded true} (bench/run's latency mode): no {@code setBounded}, the source
+ * reads until the process is stopped (SIGTERM: the JVM's shutdown hooks stop the
+ * MiniCluster; the windows still open never fire).
+ *
  * <p>Usage: FlinkBench --job j1|j2|j3 --input TOPIC --output TOPIC --late TOPIC
- * [--brokers 127.0.0.1:9092] [--group ID] [--parallelism 2]
+ * [--brokers 127.0.0.1:9092] [--group ID] [--parallelism 2] [--unbounded true]
  */
 public class FlinkBench {
 
@@ -194,22 +199,26 @@ public class FlinkBench {
         String lateTopic = a.getOrDefault("late", output + "-late");
         String group = a.getOrDefault("group", "bench-flink-" + job + "-" + System.currentTimeMillis());
         int parallelism = Integer.parseInt(a.getOrDefault("parallelism", "2"));
+        boolean unbounded = Boolean.parseBoolean(a.getOrDefault("unbounded", "false"));
 
         Configuration conf = new Configuration();
         conf.set(PipelineOptions.OBJECT_REUSE, true);
         StreamExecutionEnvironment env = StreamExecutionEnvironment.createLocalEnvironment(parallelism, conf);
 
         Properties props = new Properties();
-        props.setProperty("partition.discovery.interval.ms", "-1"); // bounded: no discovery
-        KafkaSource<Event> source = KafkaSource.<Event>builder()
+        // the topic's partitions are fixed during a run: no discovery
+        props.setProperty("partition.discovery.interval.ms", "-1");
+        KafkaSourceBuilder<Event> sb = KafkaSource.<Event>builder()
                 .setBootstrapServers(brokers)
                 .setTopics(input)
                 .setGroupId(group)
                 .setStartingOffsets(OffsetsInitializer.earliest())
-                .setBounded(OffsetsInitializer.latest())
                 .setValueOnlyDeserializer(new EventSchema())
-                .setProperties(props)
-                .build();
+                .setProperties(props);
+        if (!unbounded) {
+            sb = sb.setBounded(OffsetsInitializer.latest());
+        }
+        KafkaSource<Event> source = sb.build();
         WatermarkStrategy<Event> wm = WatermarkStrategy
                 .<Event>forBoundedOutOfOrderness(Duration.ofSeconds(5))
                 .withTimestampAssigner((e, t) -> e.ts);
