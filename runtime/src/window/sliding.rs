@@ -67,9 +67,11 @@ where
             timers: BTreeMap::new(),
             fired_to: i64::MIN,
             live: 0,
-            per_key: usize::try_from((size.max(1) + lateness.max(0)) / slide.max(1) + 1)
-                .unwrap_or(8)
-                .min(8),
+            per_key: usize::try_from(
+                (size.max(1).saturating_add(lateness.max(0)) / slide.max(1)).saturating_add(1),
+            )
+            .unwrap_or(8)
+            .min(8),
         }
     }
 
