@@ -574,6 +574,7 @@ impl Source for KafkaSource {
                     else {
                         continue;
                     };
+                    let stop = self.stop_of(p);
                     let Some(part) = self.parts.get_mut(p as usize).filter(|s| s.assigned) else {
                         // A record of a partition this consumer no longer owns (it was not
                         // committed: its owner reads it).
@@ -588,10 +589,6 @@ impl Source for KafkaSource {
                     if part.done {
                         continue;
                     }
-                    let stop = self
-                        .stop_at
-                        .as_ref()
-                        .map(|ends| ends.get(p as usize).copied().unwrap_or(0));
                     if stop.is_some_and(|stop| m.offset() >= stop) {
                         // Bounded: appended after the job started; not read, not committed.
                         self.finish_partition(p, batch);
@@ -606,14 +603,12 @@ impl Source for KafkaSource {
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
-                    let high = u32::try_from(p)
-                        .ok()
-                        .and_then(|p| Self::cached_high(&self.consumer, &self.topic_c, p));
-                    if let Some(part) = usize::try_from(p)
-                        .ok()
-                        .and_then(|i| self.parts.get_mut(i))
-                        .filter(|s| s.assigned)
-                    {
+                    let Ok(p) = u32::try_from(p) else {
+                        continue;
+                    };
+                    let high = Self::cached_high(&self.consumer, &self.topic_c, p);
+                    let stop = self.stop_of(p);
+                    if let Some(part) = self.parts.get_mut(p as usize).filter(|s| s.assigned) {
                         part.eof = true;
                         part.high_at_eof = high.or(part.high);
                         part.high = part.high_at_eof;
@@ -621,9 +616,7 @@ impl Source for KafkaSource {
                             part.position = Some(part.position.map_or(h, |pos| pos.max(h)));
                         }
                         ends = true;
-                        let position = part.position;
-                        if let (Some(stop), Some(pos), Ok(p)) =
-                            (self.stop_of(p as u32), position, u32::try_from(p))
+                        if let (Some(stop), Some(pos)) = (stop, part.position)
                             && pos >= stop
                         {
                             self.finish_partition(p, batch);
