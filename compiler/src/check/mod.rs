@@ -164,9 +164,6 @@ impl Checker<'_> {
         let flows = self.flows(spec, &sources, &sink_table);
         self.redis_templates(spec, &flows);
         self.unused(spec);
-        if self.gate {
-            self.not_in_this_build(spec);
-        }
         let dead_letter = spec.dead_letter.as_ref().map(|d| self.sink_kind(&d.value));
         let checkpoint = spec.checkpoint.as_ref().and_then(|c| {
             let storage = self.checkpoint_storage(&c.storage)?;
@@ -203,6 +200,10 @@ impl Checker<'_> {
             },
         };
         let mut sources = self.finish_sources(sources, &flows, dead_letter.is_some());
+        // Only a spec that is otherwise right learns what this build cannot run yet.
+        if self.gate && !self.rep.has_errors() {
+            self.not_in_this_build(spec);
+        }
         if self.rep.has_errors() || spec.name.is_none() {
             return None;
         }
