@@ -83,6 +83,12 @@ pub trait Pipeline {
         let _ = src;
         i64::MIN
     }
+
+    /// The state contract: every stateful operator's state by key group, for the driver
+    /// to snapshot, drop and restore (checkpoints, rebalances). The default: no state.
+    fn state(&mut self) -> Vec<&mut dyn crate::state::GroupState> {
+        Vec::new()
+    }
 }
 
 /// What the generated `main` tells the driver about the job.

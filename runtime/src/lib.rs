@@ -16,6 +16,7 @@ pub mod key;
 pub mod metrics;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod watermark;
 pub mod window;
 
