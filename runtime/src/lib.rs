@@ -8,6 +8,7 @@
 //! either way.
 
 pub mod agg;
+pub mod checkpoint;
 pub mod de;
 pub mod driver;
 pub mod expr;
