@@ -290,3 +290,26 @@ fn s3_storage_is_not_there_yet_and_says_when() {
     assert_eq!(code, 1);
     assert!(err.contains("issue 12"), "{err}");
 }
+
+#[test]
+fn extreme_values_in_a_manifest_are_shown_not_panicked_on() {
+    let d = tempfile::tempdir().unwrap();
+    sample_storage(d.path());
+    let path = d
+        .path()
+        .join("page_views/0/chk-00000000000000000002/MANIFEST.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["created_ms"] = i64::MIN.into();
+    v["total_bytes"] = u64::MAX.into();
+    v["groups"]["task"][0]["bytes"] = u64::MAX.into();
+    v["groups"]["task"][1]["bytes"] = u64::MAX.into();
+    v["sources"][0]["partitions"][1]["watermark"] = i64::MAX.into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    let dir = d.path().to_str().unwrap();
+    let (code, out, err) = streamc(&["checkpoints", "inspect", dir, "0/2", "--job", "page_views"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("end (+infinity)"), "{out}");
+    assert!(out.contains("-9223372036854775808 ms"), "{out}");
+    let (code, _, err) = streamc(&["checkpoints", "list", dir]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -40,7 +40,7 @@ pub fn list(url: &str, job: Option<&str>, instance: Option<&str>) -> miette::Res
         match checkpoint::load_manifest(storage.as_ref(), &f.job, &f.reference()) {
             Ok(Some(m)) => row.extend([
                 time(m.created_ms),
-                age(now - m.created_ms),
+                age(now.saturating_sub(m.created_ms)),
                 m.mode.to_string(),
                 bytes(m.total_bytes),
                 bytes(m.written_bytes),
@@ -163,7 +163,7 @@ fn describe(m: &Manifest, location: &str, now: i64) -> String {
         o,
         "  created   {} UTC ({} ago)",
         time(m.created_ms),
-        age(now - m.created_ms)
+        age(now.saturating_sub(m.created_ms))
     );
     let _ = writeln!(o, "  mode      {}", m.mode);
     let _ = writeln!(o, "  format    {}", m.format_version);
@@ -229,7 +229,7 @@ fn describe(m: &Manifest, location: &str, now: i64) -> String {
 
     let _ = writeln!(o, "\nkey groups ({})", m.groups.len());
     for (group, chain) in &m.groups {
-        let total: u64 = chain.iter().map(|b| b.bytes).sum();
+        let total = chain.iter().fold(0u64, |n, b| n.saturating_add(b.bytes));
         let _ = writeln!(
             o,
             "  {group}: chain of {} blob{}, {}",

@@ -494,4 +494,23 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// Whatever the bytes (garbage, or a valid manifest with one byte changed), reading
+        /// is a manifest or an error, never a panic.
+        #[test]
+        fn reading_any_bytes_never_panics(
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            at in 0usize..10_000,
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let _ = Manifest::from_json(&garbage, "m");
+            let mut json = sample().to_json().unwrap();
+            let i = at % json.len();
+            json[i] = byte;
+            if let Ok(m) = Manifest::from_json(&json, "m") {
+                proptest::prop_assert!(m.groups.values().all(|c| !c.is_empty() && c[0].full));
+            }
+        }
+    }
 }

@@ -23,7 +23,10 @@ use super::{CheckpointError, Result};
 /// Architecture Invariant: a reader sees an object whole or not at all, and an object
 /// is durable once [`put`](Storage::put) returns. The checkpoint store builds its commit
 /// point on this (the manifest is put last).
-pub trait Storage: Send {
+///
+/// `Send + Sync`, so a store can be shared with a thread that writes checkpoints in the
+/// background (both `FileStorage` and `object_store` stores are).
+pub trait Storage: Send + Sync {
     /// Writes `bytes` as the object `path`, replacing any object of that path.
     /// Atomic (readers see the old object, or none, or the new one whole) and durable
     /// when it returns.

@@ -215,7 +215,11 @@ impl CheckpointStore {
             layout: ck.layout,
             sources: ck.sources,
             sinks: ck.sinks,
-            total_bytes: groups.values().flatten().map(|b| b.bytes).sum(),
+            // Saturating: a base read from storage may carry any sizes.
+            total_bytes: groups
+                .values()
+                .flatten()
+                .fold(0u64, |n, b| n.saturating_add(b.bytes)),
             written_bytes: blobs.iter().map(|(_, b)| b.len() as u64).sum(),
             groups,
             extra: ck.extra,

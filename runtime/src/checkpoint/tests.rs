@@ -64,6 +64,13 @@ fn files(dir: &std::path::Path) -> BTreeSet<String> {
 }
 
 #[test]
+fn a_store_can_be_shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<CheckpointStore>();
+    send_sync::<Box<dyn Storage>>();
+}
+
+#[test]
 fn write_then_read_chains_of_full_delta_and_unchanged_groups() {
     let d = tempfile::tempdir().unwrap();
     let s = store_at(d.path(), "0");
