@@ -196,10 +196,11 @@ fn the_spec_example_gives_the_expected_plan() {
             ),
             (
                 "dashboard",
-                &SinkKind::Redis {
+                &SinkKind::Redis(streamc::plan::RedisPlan {
                     key: "views:{user_id}".into(),
-                    channel: Some("page-views".into())
-                }
+                    channel: Some("page-views".into()),
+                    ..Default::default()
+                })
             ),
             (
                 "late_clicks",
