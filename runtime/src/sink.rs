@@ -35,7 +35,7 @@ pub enum SinkKind {
     },
     /// Window results into Redis for dashboards (sorted sets, a change-log stream,
     /// notifications). Needs the runtime's `redis` feature.
-    Redis(crate::redis::RedisSinkSpec),
+    Redis(Box<crate::redis::RedisSinkSpec>),
 }
 
 impl std::fmt::Display for SinkKind {

@@ -199,6 +199,8 @@ pub struct RedisDecl {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckpointDecl {
+    /// The `checkpoint` key.
+    pub span: Span,
     pub interval: Millis,
     pub storage: Spanned<String>,
 }

@@ -374,7 +374,7 @@ mod tests {
         assert_eq!(u.addr(), "127.0.0.1:6380");
         let u = RedisUrl::parse("redis://:secret@h").unwrap();
         assert_eq!(
-            (u.port, u.user, u.password.as_deref()),
+            (u.port, u.user.as_deref(), u.password.as_deref()),
             (6379, None, Some("secret"))
         );
         assert_eq!(u.to_string(), "redis://:***@h:6379");
