@@ -30,6 +30,7 @@ pub fn open_sink_with(kind: &SinkKind, env: &KafkaEnv) -> Result<Box<dyn Sink>, 
         SinkKind::Stdout => Box::new(StdoutSink::new()),
         SinkKind::File { path } => Box::new(FileSink::create(path)?),
         SinkKind::Kafka { topic, properties } => kafka::open_sink(topic, properties, env)?,
+        SinkKind::Redis(spec) => crate::redis::open_sink(spec)?,
     })
 }
 

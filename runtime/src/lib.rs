@@ -17,6 +17,7 @@ pub mod kafka;
 pub mod key;
 pub mod metrics;
 pub mod pipeline;
+pub mod redis;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -31,6 +31,8 @@ pub struct Context {
     pub(super) error: Option<Error>,
     /// Rows written since the last flush.
     pub(super) dirty: bool,
+    /// Some sink reports progress ([`Sink::wants_progress`]).
+    pub(super) progress: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -93,6 +95,7 @@ impl Context {
         dead_letter_writer: Vec<usize>,
     ) -> Self {
         Context {
+            progress: writers.iter().any(|w| w.sink.wants_progress()),
             writers,
             sink_writer,
             dead_letter_writer,
@@ -224,6 +227,18 @@ impl Context {
             return self.fail(e);
         }
         self.dirty = true;
+    }
+
+    /// Hands the counters to the sinks that report progress (dashboards).
+    pub(super) fn progress(&mut self) {
+        if !self.progress {
+            return;
+        }
+        for w in &mut self.writers {
+            if w.sink.wants_progress() {
+                w.sink.progress(&self.metrics);
+            }
+        }
     }
 
     pub(super) fn flush(&mut self) -> Result<(), Error> {

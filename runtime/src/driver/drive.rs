@@ -221,10 +221,13 @@ pub(super) fn drive<P: Pipeline>(
                 }) => return Ok(Stop::OutputClosed),
                 Err(e) => return Err(e),
             }
-            if let Some(server) = server {
+            if server.is_some() || ctx.progress {
                 refresh_partition_metrics(ctx, sources);
+            }
+            if let Some(server) = server {
                 server.publish(&ctx.metrics);
             }
+            ctx.progress();
             last_flush = now;
         }
         if commits && now >= last_commit + commit_interval {

@@ -430,6 +430,7 @@ fn execute<P: Pipeline>(
     }
     refresh_partition_metrics(&mut ctx, &sources);
     drop(sources);
+    ctx.progress();
     let closed = ctx.close();
     if let Some(server) = &server {
         server.publish(&ctx.metrics);
