@@ -151,6 +151,14 @@ const VARIATIONS: &[Variation] = &[
         &[("start: earliest", "start: latest")],
     ),
     (
+        "kafka.partitioned_by",
+        KAFKA,
+        &[(
+            "start: earliest",
+            "start: earliest\n      partitioned_by: [user_id]",
+        )],
+    ),
+    (
         "kafka.properties",
         KAFKA,
         &[("fetch.wait.max.ms: \"100\"", "fetch.wait.max.ms: \"200\"")],
@@ -356,10 +364,11 @@ fn coverage(plan: &Plan) -> Vec<&'static str> {
     {
         match kind {
             SourceKind::Kafka {
-                topic: _,      // "kafka.topic"
-                group_id: _,   // "kafka.group_id"
-                start: _,      // "kafka.start"
-                properties: _, // "kafka.properties"
+                topic: _,          // "kafka.topic"
+                group_id: _,       // "kafka.group_id"
+                start: _,          // "kafka.start"
+                properties: _,     // "kafka.properties"
+                partitioned_by: _, // "kafka.partitioned_by" (aligns `per_user`)
             } => {}
             SourceKind::File { path: _ } => {} // "file.path"
             SourceKind::Datagen(DatagenPlan {
@@ -386,6 +395,7 @@ fn coverage(plan: &Plan) -> Vec<&'static str> {
         output: _,       // derived from key_by, aggregate and steps
         to: _,           // "to", "sink.stdout"
         late: _,         // "late"
+        aligned: _,      // derived from key_by and the source's partitioned_by
     } in flows
     {
         if let Some(WindowPlan {

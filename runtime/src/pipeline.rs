@@ -24,11 +24,22 @@ pub trait Pipeline {
     fn on_record(&mut self, src: usize, rec: &Record<'_>, ctx: &mut Context) -> Option<i64>;
 
     /// Source `src`'s task watermark advanced to `wm` (WATERMARK_MAX at the end of a
-    /// bounded source): fire and purge windows of every flow fed by it, transitively.
+    /// bounded source): fire and purge windows of every flow fed by it that follows the
+    /// task watermark, transitively.
     fn on_watermark(&mut self, src: usize, wm: i64, ctx: &mut Context);
 
-    /// The smallest event time of source `src` whose records may still affect a
-    /// result: every record with an event time below it has had all its windows fire
+    /// The watermark of partition `partition` of source `src` advanced to `wm`
+    /// (`W = max event time - max_out_of_orderness` of that partition; idleness does
+    /// not apply; WATERMARK_MAX at its end): fire and purge the windows of the
+    /// partition-aligned flows of that partition. Called before the task watermark
+    /// advance the same event causes, and only for sources whose `SourceSpec::groups`
+    /// has `partitions`. The default does nothing.
+    fn on_partition_watermark(&mut self, src: usize, partition: u32, wm: i64, ctx: &mut Context) {
+        let _ = (src, partition, wm, ctx);
+    }
+
+    /// The smallest event time of partition `partition` of source `src` whose records
+    /// may still affect a result: every record with an event time below it has had all its windows fire
     /// AND be purged (past allowed lateness), in every flow fed by the source,
     /// transitively (a downstream window holding rows derived from the source counts);
     /// `i64::MAX` when no window state is held (a flow without windows holds nothing:
@@ -40,8 +51,8 @@ pub trait Pipeline {
     /// rebuilds the window state from them). Called once per poll of such a source, so
     /// it must be cheap (no scan over keys). The default, `i64::MIN`, holds everything:
     /// nothing read since the last commit is ever committed.
-    fn held_from(&self, src: usize) -> i64 {
-        let _ = src;
+    fn held_from(&self, src: usize, partition: u32) -> i64 {
+        let _ = (src, partition);
         i64::MIN
     }
 

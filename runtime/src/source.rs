@@ -156,6 +156,21 @@ pub struct SourceSpec {
     pub idle_timeout: Option<i64>,
     /// Index into `JobSpec::dead_letters`.
     pub dead_letter: usize,
+    /// The key groups of the state its flows keep.
+    pub groups: SourceGroups,
+}
+
+/// The key groups that the flows reading a source keep state in (`state::KeyGroup`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceGroups {
+    /// The fields the source's producers partition by (`partitioned_by`).
+    pub partitioned_by: Vec<&'static str>,
+    /// Some partition-aligned flow reads it: state per partition that follows the
+    /// partition's watermark (the driver reports every partition watermark advance).
+    pub partitions: bool,
+    /// Some stateful flow that is not aligned reads it (directly or downstream): task
+    /// state, which needs every partition of the source in one instance.
+    pub task: bool,
 }
 
 /// Why a source failed (not a bad record: those go to the dead-letter output).

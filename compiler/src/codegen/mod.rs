@@ -174,13 +174,19 @@ impl<'p> Gen<'p> {
             let lateness = w.allowed_lateness;
             let name = &f.name;
             let description = layout_description(f);
+            let alignment = if f.aligned {
+                let s = ir::root_source(plan, i);
+                quote!(#rt::state::Alignment::Partition { source: #s })
+            } else {
+                quote!(#rt::state::Alignment::Task)
+            };
             items.push(quote! {
                 type #op_ty = #rt::state::Groups<#rt::window::WindowOperator<#k, #a>>;
             });
             job_fields.push(quote!(#op: #op_ty,));
             job_init.push(quote! {
                 #op: #rt::state::Groups::new(
-                    #rt::state::Alignment::Task,
+                    #alignment,
                     #rt::state::Layout { name: #name, description: #description.to_string() },
                     |_| #rt::window::WindowOperator::with_backend(
                         #rt::window::WindowSpec { kind: #kind, allowed_lateness: #lateness },
@@ -200,23 +206,34 @@ impl<'p> Gen<'p> {
         for (i, f) in plan.flows.iter().enumerate() {
             if f.window.is_some() {
                 fns.push(self.emit_fn(i, f)?);
-                methods.push(advance_fn(plan, i));
+                methods.push(advance_fn(plan, i, f.aligned));
             }
         }
         let src_arms = (0..plan.sources.len()).map(|i| {
             let f = format_ident!("stage_source{}", i);
             quote!(#i => self.#f(rec, ctx),)
         });
-        let wm_arms = (0..plan.sources.len()).map(|s| {
-            let calls = plan
-                .flows
+        let windows_of = |s: usize, aligned: bool| {
+            plan.flows
                 .iter()
                 .enumerate()
-                .filter(|(i, f)| f.window.is_some() && ir::root_source(plan, *i) == s)
-                .map(|(i, _)| {
-                    let adv = format_ident!("advance{}", i);
-                    quote!(self.#adv(wm, ctx);)
-                });
+                .filter(move |(i, f)| {
+                    f.window.is_some() && f.aligned == aligned && ir::root_source(plan, *i) == s
+                })
+                .map(|(i, _)| i)
+        };
+        let wm_arms = (0..plan.sources.len()).map(|s| {
+            let calls = windows_of(s, false).map(|i| {
+                let adv = format_ident!("advance{}", i);
+                quote!(self.#adv(wm, ctx);)
+            });
+            quote!(#s => { #(#calls)* })
+        });
+        let part_wm_arms = (0..plan.sources.len()).map(|s| {
+            let calls = windows_of(s, true).map(|i| {
+                let adv = format_ident!("advance{}", i);
+                quote!(self.#adv(partition, wm, ctx);)
+            });
             quote!(#s => { #(#calls)* })
         });
         let held_arms = (0..plan.sources.len()).map(|s| {
@@ -225,18 +242,25 @@ impl<'p> Gen<'p> {
                 .iter()
                 .enumerate()
                 .filter(|(i, f)| f.window.is_some() && ir::root_source(plan, *i) == s)
-                .map(|(i, _)| {
+                .map(|(i, f)| {
                     let op = op_ident(i);
                     let shift = upstream_extent(plan, i);
+                    // An aligned flow holds records of a partition in that partition's
+                    // state only.
+                    let part = if f.aligned {
+                        quote!(::std::option::Option::Some(partition))
+                    } else {
+                        quote!(::std::option::Option::None)
+                    };
                     match shift {
                         Some(d) => quote! {
-                            if let ::std::option::Option::Some(t) = self.#op.held_from(::std::option::Option::None) {
+                            if let ::std::option::Option::Some(t) = self.#op.held_from(#part) {
                                 held = held.min(t.saturating_sub(#d));
                             }
                         },
                         // Below a session window, results can stand for any span of input.
                         None => quote! {
-                            if self.#op.held_from(::std::option::Option::None).is_some() {
+                            if self.#op.held_from(#part).is_some() {
                                 held = i64::MIN;
                             }
                         },
@@ -307,7 +331,20 @@ impl<'p> Gen<'p> {
                     }
                 }
 
-                fn held_from(&self, src: usize) -> i64 {
+                fn on_partition_watermark(
+                    &mut self,
+                    src: usize,
+                    partition: u32,
+                    wm: i64,
+                    ctx: &mut #rt::Context,
+                ) {
+                    match src {
+                        #(#part_wm_arms)*
+                        _ => {}
+                    }
+                }
+
+                fn held_from(&self, src: usize, partition: u32) -> i64 {
                     match src {
                         #(#held_arms)*
                         _ => i64::MAX,
@@ -1007,7 +1044,7 @@ impl<'p> Gen<'p> {
         let name = &plan.name;
         let mut dead: Vec<SinkKind> = Vec::new();
         let mut sources = Vec::new();
-        for s in &plan.sources {
+        for (si, s) in plan.sources.iter().enumerate() {
             let dl = plan
                 .dead_letter
                 .clone()
@@ -1062,6 +1099,7 @@ impl<'p> Gen<'p> {
                     group_id,
                     start,
                     properties,
+                    partitioned_by: _, // in `groups` below
                 } => {
                     let start = match start {
                         KafkaStart::Earliest => quote!(#rt::source::KafkaStart::Earliest),
@@ -1078,12 +1116,27 @@ impl<'p> Gen<'p> {
             };
             let ooo = s.max_out_of_orderness;
             let idle = opt(s.idle_timeout.map(|t| quote!(#t)));
+            let partitioned_by: Vec<&String> = match &s.kind {
+                SourceKind::Kafka { partitioned_by, .. } => partitioned_by.iter().collect(),
+                SourceKind::File { .. } | SourceKind::Datagen(_) => Vec::new(),
+            };
+            let stateful = |aligned: bool| {
+                plan.flows.iter().enumerate().any(|(i, f)| {
+                    f.window.is_some() && f.aligned == aligned && ir::root_source(plan, i) == si
+                })
+            };
+            let (parts, task) = (stateful(true), stateful(false));
             sources.push(quote!(#rt::source::SourceSpec {
                 name: #sname,
                 kind: #kind,
                 max_out_of_orderness: #ooo,
                 idle_timeout: #idle,
                 dead_letter: #idx,
+                groups: #rt::source::SourceGroups {
+                    partitioned_by: vec![#(#partitioned_by),*],
+                    partitions: #parts,
+                    task: #task,
+                },
             }));
         }
         let sink_spec = |name: &str, k: &SinkKind| -> Result<TokenStream, CodegenError> {
@@ -1207,7 +1260,7 @@ impl Gen<'_> {
     }
 }
 
-fn advance_fn(plan: &Plan, i: usize) -> TokenStream {
+fn advance_fn(plan: &Plan, i: usize, aligned: bool) -> TokenStream {
     let rt = rt();
     let (op, emit, adv) = (op_ident(i), emit_ident(i), format_ident!("advance{}", i));
     let down = downstream_windows(plan, i);
@@ -1218,10 +1271,19 @@ fn advance_fn(plan: &Plan, i: usize) -> TokenStream {
     // Each emission goes downstream as it is made (no buffer of a whole window's rows):
     // the operator and the windows below it are disjoint fields of the job (the flow
     // graph has no cycles), borrowed side by side.
-    quote! {
-        fn #adv(&mut self, wm: i64, ctx: &mut #rt::Context) {
-            #ops
-            #op.advance_task(wm, &mut |e| #emit(e, ctx #(, #args)*));
+    if aligned {
+        quote! {
+            fn #adv(&mut self, partition: u32, wm: i64, ctx: &mut #rt::Context) {
+                #ops
+                #op.advance_partition(partition, wm, &mut |e| #emit(e, ctx #(, #args)*));
+            }
+        }
+    } else {
+        quote! {
+            fn #adv(&mut self, wm: i64, ctx: &mut #rt::Context) {
+                #ops
+                #op.advance_task(wm, &mut |e| #emit(e, ctx #(, #args)*));
+            }
         }
     }
 }

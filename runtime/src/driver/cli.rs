@@ -381,6 +381,7 @@ mod tests {
                     max_out_of_orderness: 0,
                     idle_timeout: None,
                     dead_letter: 0,
+                    groups: Default::default(),
                 },
                 SourceSpec {
                     name: "file",
@@ -388,6 +389,7 @@ mod tests {
                     max_out_of_orderness: 0,
                     idle_timeout: None,
                     dead_letter: 0,
+                    groups: Default::default(),
                 },
             ],
             sinks: vec![],

@@ -23,12 +23,55 @@ pub(super) struct SourceState {
     pub(super) finished: bool,
     /// The source commits offsets (Kafka): the driver reports processed runs.
     pub(super) tracks_offsets: bool,
+    /// Partition-aligned flows read it: partition watermark advances go to the pipeline.
+    pub(super) aligned: bool,
+}
+
+impl SourceState {
+    /// `Pipeline::held_from` of this source: the least over its assigned partitions
+    /// (what one commit for all partitions may use).
+    fn held_from<P: Pipeline>(&self, pipeline: &P, src: usize) -> i64 {
+        self.tracker
+            .partition_states()
+            .map(|p| pipeline.held_from(src, p.partition))
+            .min()
+            .unwrap_or_else(|| pipeline.held_from(src, 0))
+    }
 }
 
 /// Hands a watermark advance of source `src` to the pipeline.
 fn advance<P: Pipeline>(pipeline: &mut P, ctx: &mut Context, src: usize, wm: i64) {
     ctx.metrics.sources[src].watermark = wm;
     pipeline.on_watermark(src, wm, ctx);
+}
+
+/// Partition `p` of source `src` ended (bounded): its aligned windows fire to the end.
+fn finish_partition<P: Pipeline>(
+    pipeline: &mut P,
+    ctx: &mut Context,
+    s: &mut SourceState,
+    src: usize,
+    p: u32,
+) {
+    let task = s.tracker.finish_partition(p);
+    if s.aligned {
+        pipeline.on_partition_watermark(src, p, crate::WATERMARK_MAX, ctx);
+    }
+    if let Some(wm) = task {
+        advance(pipeline, ctx, src, wm);
+    }
+}
+
+/// Drops the partition-aligned state of partition `p` of source `src` (revoked: it
+/// leaves this instance; its next owner rebuilds it).
+fn drop_partition_state<P: Pipeline>(pipeline: &mut P, src: usize, p: u32) {
+    let group = crate::state::KeyGroup::Partition {
+        source: src,
+        partition: p,
+    };
+    for op in pipeline.state() {
+        op.drop_group(group);
+    }
 }
 
 /// Adds a processed record to the batch's run of its partition (one run per partition
@@ -68,7 +111,7 @@ pub(super) fn commit_offsets<P: Pipeline>(
         if !s.tracks_offsets {
             continue;
         }
-        let held_from = pipeline.held_from(i);
+        let held_from = s.held_from(pipeline, i);
         s.source
             .commit(held_from, sync)
             .map_err(|source| Error::Source {
@@ -143,6 +186,9 @@ pub(super) fn drive<P: Pipeline>(
                 match change {
                     PartitionChange::Assigned(p) => s.tracker.assign_partition(p, now),
                     PartitionChange::Revoked(p) => {
+                        if s.aligned {
+                            drop_partition_state(pipeline, i, p);
+                        }
                         if let Some(wm) = s.tracker.revoke_partition(p) {
                             advance(pipeline, ctx, i, wm);
                         }
@@ -154,10 +200,21 @@ pub(super) fn drive<P: Pipeline>(
             runs.clear();
             for rec in batch.iter() {
                 let ts = pipeline.on_record(i, &rec, ctx);
-                if let Some(ts) = ts
-                    && let Some(wm) = s.tracker.on_event(rec.partition, ts, now)
-                {
-                    advance(pipeline, ctx, i, wm);
+                if let Some(ts) = ts {
+                    let p = rec.partition;
+                    let before = s.tracker.partition_watermark(p);
+                    let task = s.tracker.on_event(p, ts, now);
+                    // The partition's windows first: their results reach downstream
+                    // flows before the task watermark moves past them.
+                    if s.aligned {
+                        let after = s.tracker.partition_watermark(p);
+                        if after > before {
+                            pipeline.on_partition_watermark(i, p, after, ctx);
+                        }
+                    }
+                    if let Some(wm) = task {
+                        advance(pipeline, ctx, i, wm);
+                    }
                 }
                 if s.tracks_offsets {
                     note_run(&mut runs, rec.partition, rec.offset, ts);
@@ -170,9 +227,7 @@ pub(super) fn drive<P: Pipeline>(
                 ctx.metrics.sources[i].batch_time.observe(now.elapsed());
             }
             for &p in batch.ended_partitions() {
-                if let Some(wm) = s.tracker.finish_partition(p) {
-                    advance(pipeline, ctx, i, wm);
-                }
+                finish_partition(pipeline, ctx, s, i, p);
             }
             for &(p, caught_up) in batch.caught_up() {
                 s.tracker.set_caught_up(p, caught_up);
@@ -189,6 +244,13 @@ pub(super) fn drive<P: Pipeline>(
                 }
                 Poll::Finished => {
                     s.finished = true;
+                    if s.aligned {
+                        let parts: Vec<u32> =
+                            s.tracker.partition_states().map(|p| p.partition).collect();
+                        for p in parts {
+                            pipeline.on_partition_watermark(i, p, crate::WATERMARK_MAX, ctx);
+                        }
+                    }
                     if let Some(wm) = s.tracker.finish_all() {
                         advance(pipeline, ctx, i, wm);
                     }
@@ -200,7 +262,8 @@ pub(super) fn drive<P: Pipeline>(
                 advance(pipeline, ctx, i, wm);
             }
             if s.tracks_offsets {
-                s.source.processed(&runs, pipeline.held_from(i));
+                let held_from = s.held_from(pipeline, i);
+                s.source.processed(&runs, held_from);
             }
             if let Some(halt) = ctx.halt() {
                 return halt;

@@ -386,6 +386,7 @@ fn execute<P: Pipeline>(
             tracker,
             finished: false,
             tracks_offsets,
+            aligned: s.groups.partitions,
         });
     }
     let mut ctx = Context::open(spec, &resolved, &env)?;
