@@ -1132,7 +1132,7 @@ fn commit_offsets<P: Pipeline>(
         }
         let held_from = pipeline.held_from(i);
         s.source
-            .commit(held_from, sync)
+            .commit(held_from, sync, &source::CommitMetadata::new())
             .map_err(|source| Error::Source {
                 name: spec.sources[i].name,
                 source,
