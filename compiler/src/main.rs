@@ -1,6 +1,8 @@
 //! `streamc`: the command line. A thin layer over the `streamc` library; the only place
 //! that pretty-prints errors (miette).
 
+mod cli;
+
 use clap::{Parser, Subcommand};
 use miette::{IntoDiagnostic, miette};
 use std::io::IsTerminal;
@@ -52,6 +54,43 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Show the checkpoints in a checkpoint storage (the spec's `checkpoint.storage`).
+    Checkpoints {
+        #[command(subcommand)]
+        command: CheckpointsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckpointsCmd {
+    /// One line per checkpoint: job, instance, id, time, age, mode, size, offsets.
+    List {
+        /// `file:///abs/dir` or a directory.
+        storage: String,
+        /// Only this job (pipeline name).
+        #[arg(long)]
+        job: Option<String>,
+        /// Only this instance (`--instance-id` of the job's binary).
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    /// Everything a checkpoint holds: offsets and watermarks per partition, sinks,
+    /// state layout, the chain of blobs of every key group.
+    Inspect {
+        /// `file:///abs/dir` or a directory.
+        storage: String,
+        /// `<instance>/<id>`, or a bare id when only one checkpoint has it.
+        id: String,
+        /// The job (pipeline name), if the storage holds several.
+        #[arg(long)]
+        job: Option<String>,
+        /// The instance, to pick among checkpoints of one id.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Print the manifest as stored (JSON).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,6 +123,29 @@ fn load(spec: &Path) -> Option<Checked> {
 
 fn run(cmd: Cmd) -> miette::Result<ExitCode> {
     match cmd {
+        Cmd::Checkpoints { command } => {
+            match command {
+                CheckpointsCmd::List {
+                    storage,
+                    job,
+                    instance,
+                } => cli::checkpoints::list(&storage, job.as_deref(), instance.as_deref())?,
+                CheckpointsCmd::Inspect {
+                    storage,
+                    id,
+                    job,
+                    instance,
+                    json,
+                } => cli::checkpoints::inspect(
+                    &storage,
+                    &id,
+                    job.as_deref(),
+                    instance.as_deref(),
+                    json,
+                )?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Check { spec } => {
             let Some(c) = load(&spec) else {
                 return Ok(ExitCode::FAILURE);

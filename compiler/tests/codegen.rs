@@ -65,7 +65,10 @@ fn every_pipeline_checks_and_generates() {
     assert!(specs.len() >= 6, "pipelines/ has the example specs");
     for spec in specs {
         let name = spec.file_stem().unwrap().to_string_lossy().into_owned();
-        let mut checked = match streamc::check::check_file(&spec) {
+        // Ungated: `page_views` (the spec's whole example) uses forms this build rejects
+        // in `streamc check`; its plan is still explained and code generation refuses it.
+        let text = std::fs::read_to_string(&spec).unwrap();
+        let mut checked = match streamc::check::check_source_ungated(&spec, &text) {
             Ok(c) => c,
             Err(d) => panic!("{name}: {}", streamc::diag::render(&d, false)),
         };
@@ -77,8 +80,12 @@ fn every_pipeline_checks_and_generates() {
         match streamc::codegen::generate_main(&checked.plan) {
             Ok(code) => insta::assert_snapshot!(format!("generated_{name}"), redact(&code)),
             Err(streamc::codegen::CodegenError::Unsupported(msg)) => {
-                // Only the specs that need the Redis sink (a later issue).
-                assert!(msg.contains("Redis"), "{name}: {msg}");
+                // Only the spec's whole example (Redis, RocksDB, checkpoints: later issues).
+                assert_eq!(name, "page_views", "{msg}");
+                assert!(
+                    msg.contains("Redis") && msg.contains("RocksDB"),
+                    "{name}: {msg}"
+                );
             }
             Err(e) => panic!("{name}: {e}"),
         }

@@ -3,11 +3,12 @@
 //! Generated code (see `compiler/src/codegen`) supplies the fused per-source loop
 //! (`Pipeline`), the event, key, accumulator and output structs; this crate supplies the
 //! rest: sources, sinks, watermarks, the window operators, accumulator building blocks,
-//! SQL expression helpers and the driver loop. Kafka sources and sinks need the `kafka`
-//! feature (librdkafka); their spec types are always here, so generated code is the same
-//! either way.
+//! SQL expression helpers, checkpoint storage (`checkpoint`) and the driver loop. Kafka
+//! sources and sinks need the `kafka` feature (librdkafka); their spec types are always
+//! here, so generated code is the same either way.
 
 pub mod agg;
+pub mod checkpoint;
 pub mod de;
 pub mod driver;
 pub mod expr;

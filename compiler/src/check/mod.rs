@@ -7,6 +7,7 @@
 //! checked as far as possible without reporting follow-on errors.
 
 mod aggregates;
+mod capabilities;
 mod flows;
 mod functions;
 mod sinks;
@@ -51,6 +52,18 @@ pub fn check_file(path: &Path) -> Result<Checked, Diagnostics> {
 /// Same, from text (`path` is used for messages and to resolve relative file paths
 /// against its directory).
 pub fn check_source(path: &Path, text: &str) -> Result<Checked, Diagnostics> {
+    check_with(path, text, true)
+}
+
+/// [`check_source`] without the last gate: the plan of a spec as the language defines
+/// it, including forms this build of streamc cannot run yet (`capabilities.rs`). For
+/// tests of the front end and for tools that only read plans; `streamc check`, `build`
+/// and `explain` use [`check_source`].
+pub fn check_source_ungated(path: &Path, text: &str) -> Result<Checked, Diagnostics> {
+    check_with(path, text, false)
+}
+
+fn check_with(path: &Path, text: &str, gate: bool) -> Result<Checked, Diagnostics> {
     let shown = path.display().to_string();
     let mut rep = Reporter::new(&shown, Arc::new(text.to_string()));
     let spec_path = absolute(path);
@@ -63,6 +76,7 @@ pub fn check_source(path: &Path, text: &str) -> Result<Checked, Diagnostics> {
         spec_dir,
         pipeline: String::new(),
         notes: Vec::new(),
+        gate,
     };
     let plan = spec::parse(checker.rep).and_then(|s| checker.check(&s, spec_path));
     let notes = std::mem::take(&mut checker.notes);
@@ -120,6 +134,8 @@ pub(crate) struct Checker<'r> {
     /// The pipeline name ("" when missing or invalid; then there is an error anyway).
     pipeline: String,
     notes: Vec<String>,
+    /// Report the forms this build cannot run (`capabilities.rs`).
+    gate: bool,
 }
 
 impl Checker<'_> {
@@ -184,6 +200,10 @@ impl Checker<'_> {
             },
         };
         let mut sources = self.finish_sources(sources, &flows, dead_letter.is_some());
+        // Only a spec that is otherwise right learns what this build cannot run yet.
+        if self.gate && !self.rep.has_errors() {
+            self.not_in_this_build(spec);
+        }
         if self.rep.has_errors() || spec.name.is_none() {
             return None;
         }

@@ -188,6 +188,8 @@ pub enum SinkBody {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckpointDecl {
+    /// The `checkpoint` key.
+    pub span: Span,
     pub interval: Millis,
     pub storage: Spanned<String>,
 }

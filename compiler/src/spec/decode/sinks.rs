@@ -148,6 +148,7 @@ impl Decoder<'_> {
             .and_then(|s| self.nonempty_string(s, "a storage URL"));
         self.finish(k);
         Some(CheckpointDecl {
+            span: e.key.span,
             interval: interval?,
             storage: storage?,
         })

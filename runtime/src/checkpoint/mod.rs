@@ -1,0 +1,50 @@
+//! Checkpoint storage: where a job's consistent snapshots live and how they are found,
+//! read and collected (`docs/design/state.md`, "Storage layout").
+//!
+//! State blobs are opaque bytes here: the driver snapshots key groups and hands the
+//! bytes over; this module stores them, chains deltas onto full snapshots, records
+//! source and sink positions and the state layout in a [`Manifest`], and gives them
+//! back, verified.
+//!
+//! ```text
+//! <root>/<job>/<instance>/chk-<id:020>/<group>.bin      blobs, written first
+//! <root>/<job>/<instance>/chk-<id:020>/MANIFEST.json    written last: the commit point
+//! ```
+//!
+//! - [`storage`]: the [`Storage`] trait (put/get/list/delete of whole objects, atomic
+//!   puts) and [`FileStorage`]; [`open_storage`] turns a URL into one.
+//! - [`manifest`]: [`Manifest`] and its parts, [`CheckpointRef`] (`<instance>/<id>`).
+//! - [`metadata`]: [`OffsetMetadata`], the codec of the metadata committed with Kafka
+//!   offsets (`streamc1;ck=...`, `streamc1;wm=...;pos=...`).
+//! - [`store`]: [`CheckpointStore`]: write, latest, get, list, read a chain; `gc`:
+//!   [`CheckpointStore::collect`].
+//! - [`catalog`]: [`scan`] and [`load_manifest`] over any storage (the CLI's view).
+//!
+//! Architecture Invariants:
+//! - the manifest is written last: a checkpoint without a manifest does not exist;
+//! - checkpoint ids of an instance only grow, and a directory is never written twice;
+//! - collection never deletes what a kept manifest references, and removes a dropped
+//!   checkpoint's manifest before its blobs.
+
+pub mod catalog;
+mod error;
+mod gc;
+pub mod manifest;
+pub mod metadata;
+pub mod paths;
+pub mod storage;
+pub mod store;
+
+#[cfg(test)]
+mod tests;
+
+pub use catalog::{Found, load_manifest, scan};
+pub use error::{CheckpointError, Result};
+pub use manifest::{
+    BlobRef, CheckpointRef, FORMAT_VERSION, Manifest, Mode, OperatorLayout, PartitionPosition,
+    SinkPosition, SourcePositions,
+};
+pub use metadata::OffsetMetadata;
+pub use paths::validate_instance_id;
+pub use storage::{FileStorage, Storage, open_storage};
+pub use store::{CheckpointStore, GcReport, GroupState, NewCheckpoint};
