@@ -269,7 +269,8 @@ fn write_fused_flow(plan: &Plan, ff: &FusedFlow, depth: usize, o: &mut String) -
     Ok(())
 }
 
-fn window_name(k: &WindowKind) -> String {
+/// A window as the spec says it: `tumbling 1m`, `sliding 5m every 1m`, `session gap 30s`.
+pub fn window_name(k: &WindowKind) -> String {
     match *k {
         WindowKind::Tumbling { size, offset: 0 } => format!("tumbling {}", dur(size)),
         WindowKind::Tumbling { size, offset } => {
@@ -287,10 +288,19 @@ fn sink_kind(k: &SinkKind) -> String {
         SinkKind::Kafka { topic, .. } => format!("kafka topic {topic}"),
         SinkKind::File { path } => format!("file {}", path.display()),
         SinkKind::Stdout => "stdout".into(),
-        SinkKind::Redis { key, channel } => match channel {
-            Some(c) => format!("redis key {key}, channel {c}"),
-            None => format!("redis key {key}"),
-        },
+        SinkKind::Redis(r) => {
+            let mut s = format!("redis key {}", r.key);
+            if let Some(c) = &r.channel {
+                s.push_str(&format!(", channel {c}"));
+            }
+            if let Some(k) = r.keep {
+                s.push_str(&format!(", keep {k}"));
+            }
+            if let Some(t) = r.ttl {
+                s.push_str(&format!(", ttl {}", dur(t)));
+            }
+            s
+        }
     }
 }
 

@@ -152,11 +152,27 @@ pub enum SinkKind {
         path: PathBuf,
     },
     Stdout,
-    /// Redis sink (its own issue): key template and optional pub/sub channel.
-    Redis {
-        key: String,
-        channel: Option<String>,
-    },
+    /// Window results of one flow into Redis, for dashboards.
+    Redis(RedisPlan),
+}
+
+/// A Redis sink: the spec's settings, defaults not yet applied (the runtime's are).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RedisPlan {
+    /// Key template; its `{field}` placeholders are key fields of the flow.
+    pub key: String,
+    /// PUBLISH channel; None: `streamc:<pipeline>:<sink>`.
+    pub channel: Option<String>,
+    /// Windows kept per key; None: the runtime's default (1000).
+    pub keep: Option<u64>,
+    /// Keys expire this long after their last change; None: never.
+    pub ttl: Option<Millis>,
+    /// The change log (a Redis Stream); None: `streamc:changes`.
+    pub stream: Option<String>,
+    /// Its approximate length; None: the runtime's default (100000).
+    pub stream_max_len: Option<u64>,
+    /// `redis://...`; None: `--redis`, `STREAMC_REDIS` or redis://127.0.0.1:6379.
+    pub url: Option<String>,
 }
 
 #[derive(Clone, Debug)]

@@ -6,8 +6,8 @@
 //! does not compile here until it is covered (or named as derived from covered ones).
 
 use streamc::plan::{
-    AccPlan, AggregatePlan, CheckpointPlan, DatagenPlan, FlowPlan, Plan, SinkKind, SinkPlan,
-    SourceKind, SourcePlan, StatePlan, WindowPlan,
+    AccPlan, AggregatePlan, CheckpointPlan, DatagenPlan, FlowPlan, Plan, RedisPlan, SinkKind,
+    SinkPlan, SourceKind, SourcePlan, StatePlan, WindowPlan,
 };
 
 const KAFKA: &str = r#"version: 1
@@ -101,6 +101,29 @@ sinks:
     file: {path: out.jsonl}
   console:
     stdout: {}
+"#;
+
+const REDIS: &str = r#"version: 1
+name: job
+sources:
+  gen:
+    datagen: {rate: 100, keys: 10}
+    schema:
+      k: u64
+      v: i64
+      ts: timestamp
+    event_time: ts
+flows:
+  sums:
+    from: gen
+    steps:
+      - key_by: [k]
+      - window: {tumbling: 2s}
+      - aggregate: {total: sum(v)}
+    to: [dash]
+sinks:
+  dash:
+    redis: {key: "s:{k}", channel: c, keep: 10, ttl: 1h, stream: log, stream_max_len: 500, url: "redis://127.0.0.1:6379"}
 "#;
 
 /// One setting's edit: (what, base spec, [(text to replace, replacement)]).
@@ -222,7 +245,40 @@ const VARIATIONS: &[Variation] = &[
     (
         "sink.redis",
         KAFKA,
-        &[("kafka: {topic: late}", "redis: {key: \"l:{user_id}\"}")],
+        &[(
+            "kafka: {topic: views, properties: {linger.ms: \"5\"}}",
+            "redis: {key: \"v:{user_id}\"}",
+        )],
+    ),
+    (
+        "sink.redis.key",
+        REDIS,
+        &[("key: \"s:{k}\"", "key: \"t:{k}\"")],
+    ),
+    (
+        "sink.redis.channel",
+        REDIS,
+        &[("channel: c,", "channel: d,")],
+    ),
+    ("sink.redis.keep", REDIS, &[("keep: 10,", "keep: 11,")]),
+    ("sink.redis.ttl", REDIS, &[("ttl: 1h,", "ttl: 2h,")]),
+    (
+        "sink.redis.stream",
+        REDIS,
+        &[("stream: log,", "stream: log2,")],
+    ),
+    (
+        "sink.redis.stream_max_len",
+        REDIS,
+        &[("stream_max_len: 500,", "stream_max_len: 501,")],
+    ),
+    (
+        "sink.redis.url",
+        REDIS,
+        &[(
+            "url: \"redis://127.0.0.1:6379\"",
+            "url: \"redis://127.0.0.1:6380\"",
+        )],
     ),
     ("datagen.rate", EMBEDDED, &[("rate: 100", "rate: 101")]),
     ("datagen.keys", EMBEDDED, &[("keys: 10", "keys: 11")]),
@@ -358,10 +414,15 @@ fn coverage(plan: &Plan) -> Vec<&'static str> {
             } => {}
             SinkKind::File { path: _ } => {} // "sink.file.path"
             SinkKind::Stdout => {}           // "sink.stdout"
-            SinkKind::Redis {
-                key: _,     // "sink.redis" (rejected until the Redis sink exists)
-                channel: _, // "sink.redis"
-            } => {}
+            SinkKind::Redis(RedisPlan {
+                key: _,            // "sink.redis.key"
+                channel: _,        // "sink.redis.channel"
+                keep: _,           // "sink.redis.keep"
+                ttl: _,            // "sink.redis.ttl"
+                stream: _,         // "sink.redis.stream"
+                stream_max_len: _, // "sink.redis.stream_max_len"
+                url: _,            // "sink.redis.url"
+            }) => {}
         }
     }
     if let Some(CheckpointPlan {
@@ -396,6 +457,7 @@ fn crate_of(text: &str) -> Result<String, String> {
 fn every_setting_changes_the_build_or_is_rejected() {
     let base_kafka = crate_of(KAFKA).expect("the Kafka base spec checks");
     let base_embedded = crate_of(EMBEDDED).expect("the embedded base spec checks");
+    let base_redis = crate_of(REDIS).expect("the Redis base spec checks");
     let mut failures = Vec::new();
     for &(what, base, edits) in VARIATIONS {
         let mut edited = base.to_string();
@@ -408,6 +470,8 @@ fn every_setting_changes_the_build_or_is_rejected() {
         }
         let base_crate = if base == KAFKA {
             &base_kafka
+        } else if base == REDIS {
+            &base_redis
         } else {
             &base_embedded
         };
@@ -428,7 +492,7 @@ fn every_setting_changes_the_build_or_is_rejected() {
 
 #[test]
 fn rejected_settings_are_located() {
-    for what in ["checkpoint", "checkpoint.s3", "state.rocksdb", "sink.redis"] {
+    for what in ["checkpoint", "checkpoint.s3", "state.rocksdb"] {
         let &(_, base, edits) = VARIATIONS.iter().find(|v| v.0 == what).unwrap();
         let (from, to) = edits[0];
         let Err(err) = crate_of(&base.replacen(from, to, 1)) else {

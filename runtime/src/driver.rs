@@ -227,6 +227,9 @@ pub struct Options {
     /// start (like Flink's `setBounded(OffsetsInitializer.latest())`), so the job
     /// ends like a job on files: every window fires, offsets are committed, exit 0.
     pub bounded: bool,
+    /// `--redis URL`: the Redis of every Redis sink (overrides `STREAMC_REDIS` and the
+    /// spec's `url`).
+    pub redis: Option<String>,
 }
 
 /// Offsets are committed this often unless `--commit-interval` says otherwise.
@@ -259,6 +262,8 @@ pub fn usage(spec: &JobSpec) -> String {
          \x20 --commit-interval MS       commit Kafka offsets every MS milliseconds (also 5s, 1m; default 5s)\n\
          \x20 --bounded                  read Kafka sources up to the end offsets they have at start,\n\
          \x20                            then fire every window, commit and exit 0 (backfill, replay)\n\
+         \x20 --redis URL                Redis of the Redis sinks, redis://host:port[/db]\n\
+         \x20                            (default: $STREAMC_REDIS, else the spec's, else redis://127.0.0.1:6379)\n\
          \x20 -h, --help                 print this help\n\
          \x20 -V, --version              print the version\n",
         name = spec.name
@@ -418,6 +423,15 @@ where
                 )?);
             }
             Long("bounded") => opts.bounded = true,
+            Long("redis") => {
+                let v = utf8("redis", parser.value().map_err(lex)?)?;
+                if !v.trim().starts_with("redis://") {
+                    return Err(usage_error(format!(
+                        "--redis {v:?}: expected redis://host:port[/db]"
+                    )));
+                }
+                opts.redis = Some(v.trim().to_string());
+            }
             Long("group-id") => {
                 let v = parser.value().map_err(lex)?;
                 let (i, id) = name_and_path("group-id", v, "source", &sources)?;
@@ -457,6 +471,8 @@ pub struct Context {
     error: Option<Error>,
     /// Rows written since the last flush.
     dirty: bool,
+    /// Some sink reports progress ([`Sink::wants_progress`]).
+    progress: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -514,6 +530,7 @@ impl Context {
         dead_letter_writer: Vec<usize>,
     ) -> Self {
         Context {
+            progress: writers.iter().any(|w| w.sink.wants_progress()),
             writers,
             sink_writer,
             dead_letter_writer,
@@ -647,6 +664,18 @@ impl Context {
         self.dirty = true;
     }
 
+    /// Hands the counters to the sinks that report progress (dashboards).
+    fn progress(&mut self) {
+        if !self.progress {
+            return;
+        }
+        for w in &mut self.writers {
+            if w.sink.wants_progress() {
+                w.sink.progress(&self.metrics);
+            }
+        }
+    }
+
     fn flush(&mut self) -> Result<(), Error> {
         self.dirty = false;
         for w in &mut self.writers {
@@ -701,6 +730,12 @@ struct Resolved {
 
 impl Resolved {
     fn new(spec: &JobSpec, opts: &Options) -> Self {
+        // The flag, else the environment, else the spec's (else the sink's default).
+        let redis_url = opts.redis.clone().or_else(|| {
+            std::env::var(crate::redis::REDIS_ENV)
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+        });
         let sources = spec
             .sources
             .iter()
@@ -728,8 +763,11 @@ impl Resolved {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let kind = last_override(&opts.outputs, i).unwrap_or(&s.kind);
-                (format!("sink `{}`", s.name), kind.clone())
+                let mut kind = last_override(&opts.outputs, i).unwrap_or(&s.kind).clone();
+                if let (SinkKind::Redis(r), Some(url)) = (&mut kind, &redis_url) {
+                    r.url = Some(url.clone());
+                }
+                (format!("sink `{}`", s.name), kind)
             })
             .collect();
         let dead_letters = spec
@@ -1064,6 +1102,7 @@ fn execute<P: Pipeline>(
     }
     refresh_partition_metrics(&mut ctx, &sources);
     drop(sources);
+    ctx.progress();
     let closed = ctx.close();
     if let Some(server) = &server {
         server.publish(&ctx.metrics);
@@ -1283,10 +1322,13 @@ fn drive<P: Pipeline>(
                 }) => return Ok(Stop::OutputClosed),
                 Err(e) => return Err(e),
             }
-            if let Some(server) = server {
+            if server.is_some() || ctx.progress {
                 refresh_partition_metrics(ctx, sources);
+            }
+            if let Some(server) = server {
                 server.publish(&ctx.metrics);
             }
+            ctx.progress();
             last_flush = now;
         }
         if commits && now >= last_commit + commit_interval {

@@ -15,6 +15,7 @@ pub mod expr;
 pub mod kafka;
 pub mod key;
 pub mod metrics;
+pub mod redis;
 pub mod sink;
 pub mod source;
 pub mod watermark;

@@ -1,5 +1,5 @@
 //! Sinks: `stdout` and `file` (JSON lines), Kafka (`crate::kafka`, with the `kafka`
-//! feature); Redis later.
+//! feature), Redis (`crate::redis`, with the `redis` feature).
 //!
 //! A [`Sink`] receives one serialized row (or one too-late event, or one dead-letter
 //! record) per [`Sink::write`]; line-oriented sinks add the newline. Sinks buffer; the
@@ -33,6 +33,9 @@ pub enum SinkKind {
         /// `compression.type=none`).
         properties: Vec<(String, String)>,
     },
+    /// Window results into Redis for dashboards (sorted sets, a change-log stream,
+    /// notifications). Needs the runtime's `redis` feature.
+    Redis(Box<crate::redis::RedisSinkSpec>),
 }
 
 impl std::fmt::Display for SinkKind {
@@ -41,6 +44,7 @@ impl std::fmt::Display for SinkKind {
             SinkKind::Stdout => f.write_str("stdout"),
             SinkKind::File { path } => write!(f, "file {path}"),
             SinkKind::Kafka { topic, .. } => write!(f, "kafka topic {topic}"),
+            SinkKind::Redis(r) => write!(f, "redis key {}, channel {}", r.key, r.channel),
         }
     }
 }
@@ -95,6 +99,16 @@ pub trait Sink {
     /// Whether [`Sink::write`] wants the key (false for line-oriented sinks).
     fn uses_key(&self) -> bool {
         false
+    }
+    /// Whether the sink wants [`Sink::progress`] calls (dashboards: Redis).
+    fn wants_progress(&self) -> bool {
+        false
+    }
+    /// The job's counters (watermarks, lag, records in), a few times a second while it
+    /// runs and once at the end, for sinks that report progress to their readers.
+    /// Errors show at the next `flush`.
+    fn progress(&mut self, metrics: &crate::metrics::Metrics) {
+        let _ = metrics;
     }
 }
 
@@ -215,6 +229,7 @@ pub fn open_with(
         SinkKind::Stdout => Box::new(StdoutSink::new()),
         SinkKind::File { path } => Box::new(FileSink::create(path)?),
         SinkKind::Kafka { topic, properties } => crate::kafka::open_sink(topic, properties, env)?,
+        SinkKind::Redis(spec) => crate::redis::open_sink(spec)?,
     })
 }
 

@@ -26,7 +26,6 @@ pub(super) struct FlowOut {
     pub name: String,
     /// Plan indexes (`Input::Flow` indexes into the plan's flows).
     pub input: Option<Input>,
-    pub input_row: RowInfo,
     pub steps: Vec<RowStep>,
     pub key_names: Vec<String>,
     pub window: Option<WindowPlan>,
@@ -573,7 +572,6 @@ impl Checker<'_> {
         FlowOut {
             name: f.name.value.clone(),
             input,
-            input_row,
             steps,
             key_names: key_fields.iter().map(|k| k.name.clone()).collect(),
             window: window_plan,

@@ -162,7 +162,7 @@ impl Checker<'_> {
         let sources = self.sources(spec);
         let sink_table = self.sinks(spec);
         let flows = self.flows(spec, &sources, &sink_table);
-        self.redis_templates(spec, &flows);
+        self.redis_sinks(spec, &flows);
         self.unused(spec);
         let dead_letter = spec.dead_letter.as_ref().map(|d| self.sink_kind(&d.value));
         let checkpoint = spec.checkpoint.as_ref().and_then(|c| {

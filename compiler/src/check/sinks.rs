@@ -1,10 +1,10 @@
-//! Sinks, the dead letter, checkpoint storage, Redis key templates, unused declarations.
+//! Sinks, the dead letter, checkpoint storage, Redis sinks, unused declarations.
 
 use super::Checker;
-use super::flows::{FlowOut, RowInfo};
+use super::flows::FlowOut;
 use crate::diag::{Diagnostic, Span, did_you_mean};
-use crate::plan::{SinkKind, SinkPlan};
-use crate::spec::ast::{SinkBody, Spanned, Spec};
+use crate::plan::{RedisPlan, SinkKind, SinkPlan};
+use crate::spec::ast::{SinkBody, Spanned, Spec, StepKind};
 
 /// A declared sink; `plan` is None when its body had an error.
 pub(super) struct SinkOut {
@@ -36,10 +36,15 @@ impl Checker<'_> {
                 path: self.resolve(&path.value),
             },
             SinkBody::Stdout => SinkKind::Stdout,
-            SinkBody::Redis { key, channel } => SinkKind::Redis {
-                key: key.value.clone(),
-                channel: channel.clone(),
-            },
+            SinkBody::Redis(r) => SinkKind::Redis(RedisPlan {
+                key: r.key.value.clone(),
+                channel: r.channel.clone(),
+                keep: r.keep,
+                ttl: r.ttl,
+                stream: r.stream.clone(),
+                stream_max_len: r.stream_max_len,
+                url: r.url.clone(),
+            }),
         }
     }
 
@@ -62,21 +67,85 @@ impl Checker<'_> {
         }
     }
 
-    /// The `{field}` placeholders of each Redis key template must be fields of the rows
-    /// written to it.
-    pub(super) fn redis_templates(&mut self, spec: &Spec, flows: &[FlowOut]) {
+    /// Redis sinks hold the window results of one flow, keyed by the flow's key fields:
+    /// each is written by exactly one windowed flow (not a late output, not the dead
+    /// letter), and the `{field}` placeholders of its key template are key fields of
+    /// that flow, so that one Redis key holds the windows of one key.
+    pub(super) fn redis_sinks(&mut self, spec: &Spec, flows: &[FlowOut]) {
+        if let Some(d) = &spec.dead_letter
+            && let SinkBody::Redis(_) = d.value
+        {
+            self.error(
+                Diagnostic::error("the dead letter output cannot be Redis")
+                    .label(d.span, "invalid events are not window results")
+                    .help("send them to `kafka: {topic: ...}` or `file: {path: ...}`"),
+            );
+        }
         for (si, sink) in spec.sinks.iter().enumerate() {
-            let Some(SinkBody::Redis { key, .. }) = &sink.body else {
+            let Some(SinkBody::Redis(redis)) = &sink.body else {
                 continue;
             };
+            let key = &redis.key;
+            let name = &sink.name.value;
+            let mut writers: Vec<(&FlowOut, Span)> = Vec::new();
+            for f in flows {
+                let Some(decl) = spec.flows.iter().find(|d| d.name.value == f.name) else {
+                    continue;
+                };
+                if f.late == Some(si)
+                    && let Some(l) = &decl.late
+                {
+                    self.error(
+                        Diagnostic::error(format!(
+                            "flow `{}` sends too-late events to Redis sink `{name}`",
+                            f.name
+                        ))
+                        .label(l.span, "too-late events are raw events, not window results")
+                        .help("send them to a `kafka` or `file` sink; a Redis sink stores window results"),
+                    );
+                }
+                if !f.to.contains(&si) {
+                    continue;
+                }
+                let at = decl
+                    .to
+                    .iter()
+                    .find(|t| t.value == *name)
+                    .map_or(decl.name.span, |t| t.span);
+                let windowed = decl
+                    .steps
+                    .iter()
+                    .any(|s| matches!(s.kind, Some(StepKind::Window(_))));
+                if !windowed {
+                    self.error(
+                        Diagnostic::error(format!(
+                            "flow `{}` has no window: Redis sink `{name}` stores window results",
+                            f.name
+                        ))
+                        .label(at, "rows without window_start and window_end")
+                        .help("give the flow a `window` and an `aggregate`, or write its rows to a `kafka` or `file` sink"),
+                    );
+                    continue;
+                }
+                writers.push((f, at));
+            }
+            if let [(first, _), (second, at), ..] = writers.as_slice() {
+                self.error(
+                    Diagnostic::error(format!(
+                        "Redis sink `{name}` is written by flows `{}` and `{}`",
+                        first.name, second.name
+                    ))
+                    .label(*at, "second writer")
+                    .help("a Redis sink holds the windows of one flow: declare one sink per flow (they may share a channel)"),
+                );
+            }
             let holes = match placeholders(&key.value) {
                 Ok(h) => h,
                 Err(at) => {
                     let span = self.find_in(key.span, &key.value[at..at + 1]);
                     self.error(
                         Diagnostic::error(format!(
-                            "unbalanced braces in the key template of sink `{}`",
-                            sink.name.value
+                            "unbalanced braces in the key template of sink `{name}`"
                         ))
                         .label(span, "unbalanced")
                         .help("placeholders are written `{field}`"),
@@ -84,36 +153,54 @@ impl Checker<'_> {
                     continue;
                 }
             };
-            for f in flows {
-                let rows: [(bool, &RowInfo); 2] = [
-                    (f.to.contains(&si), &f.output_row),
-                    (f.late == Some(si), &f.input_row),
-                ];
-                for (writes, row) in rows {
-                    if !writes {
-                        continue;
+            let Some((f, _)) = writers.first() else {
+                continue;
+            };
+            let row = &f.output_row;
+            for hole in &holes {
+                if f.key_names.contains(hole) {
+                    continue;
+                }
+                let span = self.find_in(key.span, &format!("{{{hole}}}"));
+                let keys = || {
+                    if f.key_names.is_empty() {
+                        "the flow has no key_by: write a key without placeholders".to_string()
+                    } else {
+                        format!(
+                            "its key fields are {}",
+                            f.key_names
+                                .iter()
+                                .map(|k| format!("`{{{k}}}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
                     }
-                    let fields = &row.fields;
-                    for hole in &holes {
-                        if fields.iter().any(|x| &x.name == hole) || !row.reports_missing(hole) {
-                            continue;
-                        }
-                        let span = self.find_in(key.span, &format!("{{{hole}}}"));
-                        let names = fields.iter().map(|x| x.name.as_str());
-                        let help = match did_you_mean(hole, names) {
-                            Some(m) => format!("did you mean `{{{m}}}`?"),
-                            None => "placeholders name fields of the rows written to the sink"
-                                .to_string(),
-                        };
-                        self.error(
-                            Diagnostic::error(format!(
-                                "the key template of sink `{}` uses `{hole}`, which flow `{}` does not output",
-                                sink.name.value, f.name
-                            ))
-                            .label(span, "unknown field")
-                            .help(help),
-                        );
-                    }
+                };
+                if row.fields.iter().any(|x| &x.name == hole) {
+                    self.error(
+                        Diagnostic::error(format!(
+                            "the key template of sink `{name}` uses `{hole}`, which is not a key field of flow `{}`",
+                            f.name
+                        ))
+                        .label(span, "not a key_by field")
+                        .help(format!(
+                            "one Redis key holds the windows of one key, so placeholders name key fields; {}",
+                            keys()
+                        )),
+                    );
+                } else if row.reports_missing(hole) {
+                    let help = match did_you_mean(hole, f.key_names.iter().map(String::as_str)) {
+                        Some(m) => format!("did you mean `{{{m}}}`?"),
+                        None => keys(),
+                    };
+                    self.error(
+                        Diagnostic::error(format!(
+                            "the key template of sink `{name}` uses `{hole}`, which flow `{}` does not output",
+                            f.name
+                        ))
+                        .label(span, "unknown field")
+                        .help(help),
+                    );
                 }
             }
         }

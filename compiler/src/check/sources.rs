@@ -246,7 +246,7 @@ impl Checker<'_> {
                     SinkKind::Kafka { topic, .. } => format!("Kafka topic `{topic}`"),
                     SinkKind::File { path } => path.display().to_string(),
                     SinkKind::Stdout => "stdout".to_string(),
-                    SinkKind::Redis { key, .. } => format!("Redis key `{key}`"),
+                    SinkKind::Redis(r) => format!("Redis key `{}`", r.key),
                 };
                 self.notes.push(format!(
                     "invalid events from source `{}` go to {target} (no `dead_letter` is declared)",

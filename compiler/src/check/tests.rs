@@ -808,7 +808,9 @@ fn sinks_checkpoint_and_state() {
     let text = format!(
         "{}  r: {{redis: {{key: \"ev:{{k}}\", channel: c}}}}\n  k: {{kafka: {{topic: res, properties: {{acks: all}}}}}}\n\
          checkpoint: {{interval: 30s, storage: ckpt}}\nstate: {{backend: rocksdb, path: /var/state}}\n",
-        with_flows("  f: {from: ev, to: [out, late_out, r, k]}\n")
+        with_flows(
+            "  f: {from: ev, to: [out, late_out, k]}\n  w:\n    from: ev\n    steps: [{key_by: [k]}, {window: {tumbling: 1s}}, {aggregate: {c: count()}}]\n    to: [r]\n"
+        )
     );
     let c = plan(&text);
     let cp = c.plan.checkpoint.as_ref().unwrap();
@@ -825,10 +827,11 @@ fn sinks_checkpoint_and_state() {
     );
     assert_eq!(
         c.plan.sinks[2].kind,
-        SinkKind::Redis {
+        SinkKind::Redis(crate::plan::RedisPlan {
             key: "ev:{k}".into(),
-            channel: Some("c".into())
-        }
+            channel: Some("c".into()),
+            ..Default::default()
+        })
     );
     assert_eq!(
         c.plan.sinks[3].kind,
@@ -842,7 +845,7 @@ fn sinks_checkpoint_and_state() {
     let (m, at, help) = one_error(&bad);
     assert_eq!(
         m,
-        "the key template of sink `r` uses `kk`, which flow `f` does not output"
+        "the key template of sink `r` uses `kk`, which flow `w` does not output"
     );
     assert_eq!(
         (at.as_str(), help.as_deref()),
@@ -883,4 +886,103 @@ fn datagen_key_fields_and_late_delay_can_be_declared() {
     assert!(msg.contains("`kk`"), "{msg}");
     assert_eq!(at, "kk");
     assert_eq!(help.as_deref(), Some("did you mean `k`?"));
+}
+
+/// A spec with one windowed flow `w` (keyed by `k`) writing to sink `r`, whose body is
+/// `redis`; `extra` is appended to the flows.
+fn redis_spec(redis: &str, extra_flows: &str) -> String {
+    format!(
+        "version: 1\nname: t\nsources:\n  ev:\n    datagen: {{}}\n    schema: {{k: string, n: i64, ts: timestamp}}\n    event_time: ts\n\
+         flows:\n  w:\n    from: ev\n    steps: [{{key_by: [k]}}, {{window: {{tumbling: 1s}}}}, {{aggregate: {{c: count(), s: sum(n)}}}}]\n    to: [r]\n{extra_flows}\
+         sinks:\n  r: {{redis: {redis}}}\n  out: {{stdout: {{}}}}\n"
+    )
+}
+
+#[test]
+fn redis_sink_options() {
+    let c = plan(&redis_spec(
+        "{key: \"v:{k}\", channel: ch, keep: 10, ttl: 1h, stream: log, stream_max_len: 500, url: \"redis://h:1/2\"}",
+        "",
+    ));
+    assert_eq!(
+        c.plan.sinks[0].kind,
+        SinkKind::Redis(crate::plan::RedisPlan {
+            key: "v:{k}".into(),
+            channel: Some("ch".into()),
+            keep: Some(10),
+            ttl: Some(3_600_000),
+            stream: Some("log".into()),
+            stream_max_len: Some(500),
+            url: Some("redis://h:1/2".into()),
+        })
+    );
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            "{key: \"v:{k}\", keep: 0}",
+            "`keep` must be at least 1",
+            "0",
+        ),
+        (
+            "{key: \"v:{k}\", stream_max_len: 0}",
+            "`stream_max_len` must be at least 1",
+            "0",
+        ),
+        (
+            "{key: \"v:{k}\", ttl: 0s}",
+            "the Redis TTL must be positive",
+            "0s",
+        ),
+        (
+            "{key: \"v:{k}\", url: \"http://h\"}",
+            "unsupported Redis URL `http://h`",
+            "\"http://h\"",
+        ),
+        (
+            "{key: \"v:{k}\", keeep: 3}",
+            "unknown key `keeep` in the redis settings of sink `r`; did you mean `keep`?",
+            "keeep",
+        ),
+    ];
+    for (redis, msg, at) in cases {
+        let (m, span, _) = one_error(&redis_spec(redis, ""));
+        assert_eq!((m.as_str(), span.as_str()), (msg, at), "{redis}");
+    }
+}
+
+#[test]
+fn redis_sinks_hold_the_windows_of_one_flow() {
+    // A placeholder that is an aggregate, not a key.
+    let (m, at, help) = one_error(&redis_spec("{key: \"v:{c}\"}", ""));
+    assert_eq!(
+        m,
+        "the key template of sink `r` uses `c`, which is not a key field of flow `w`"
+    );
+    assert_eq!(at, "{c}");
+    assert!(help.unwrap().contains("`{k}`"));
+    // Two flows writing one Redis sink.
+    let second = "  w2:\n    from: ev\n    steps: [{key_by: [k]}, {window: {tumbling: 1m}}, {aggregate: {c: count()}}]\n    to: [r]\n";
+    let (m, at, _) = one_error(&redis_spec("{key: \"v:{k}\"}", second));
+    assert_eq!(m, "Redis sink `r` is written by flows `w` and `w2`");
+    assert_eq!(at, "r");
+    // A stateless flow.
+    let stateless = "  s: {from: ev, to: [r, out]}\n";
+    let (m, at, _) = one_error(&redis_spec("{key: \"v:{k}\"}", stateless));
+    assert_eq!(
+        m,
+        "flow `s` has no window: Redis sink `r` stores window results"
+    );
+    assert_eq!(at, "r");
+    // Too-late events.
+    let late = "  l:\n    from: ev\n    steps: [{key_by: [k]}, {window: {tumbling: 1m}}, {aggregate: {c: count()}}]\n    to: [out]\n    late: r\n";
+    let (m, at, _) = one_error(&redis_spec("{key: \"v:{k}\"}", late));
+    assert_eq!(m, "flow `l` sends too-late events to Redis sink `r`");
+    assert_eq!(at, "r");
+    // The dead letter.
+    let dl = redis_spec("{key: \"v:{k}\"}", "") + "dead_letter: {redis: {key: bad}}\n";
+    let (m, at, _) = one_error(&dl);
+    assert_eq!(m, "the dead letter output cannot be Redis");
+    assert_eq!(at, "dead_letter");
+    // A global window: a key without placeholders.
+    let global = redis_spec("{key: totals}", "").replace("{key_by: [k]}, ", "");
+    assert!(check(&global).is_ok());
 }

@@ -58,6 +58,13 @@ pub fn runtime_features(plan: &Plan) -> Vec<&'static str> {
     if uses_kafka(plan) {
         f.push("kafka");
     }
+    if plan
+        .sinks
+        .iter()
+        .any(|s| matches!(s.kind, SinkKind::Redis(_)))
+    {
+        f.push("redis");
+    }
     f
 }
 
@@ -77,14 +84,6 @@ pub fn uses_kafka(plan: &Plan) -> bool {
 /// away silently.
 pub fn unsupported(plan: &Plan) -> Result<(), CodegenError> {
     let mut missing = Vec::new();
-    for s in &plan.sinks {
-        if let SinkKind::Redis { .. } = s.kind {
-            missing.push(format!("sink `{}` writes to Redis", s.name));
-        }
-    }
-    if let Some(SinkKind::Redis { .. }) = &plan.dead_letter {
-        missing.push("the dead letter output writes to Redis".to_string());
-    }
     if plan.checkpoint.is_some() {
         missing.push("checkpoints".to_string());
     }
@@ -99,15 +98,6 @@ pub fn unsupported(plan: &Plan) -> Result<(), CodegenError> {
             "this build of streamc cannot run this spec yet: {}",
             missing.join("; ")
         )))
-    }
-}
-
-fn kind_name(k: &SinkKind) -> &'static str {
-    match k {
-        SinkKind::Kafka { .. } => "Kafka",
-        SinkKind::Redis { .. } => "Redis",
-        SinkKind::File { .. } => "a file",
-        SinkKind::Stdout => "stdout",
     }
 }
 
@@ -1053,12 +1043,7 @@ impl<'p> Gen<'p> {
                     let props = props(properties);
                     quote!(#rt::sink::SinkKind::Kafka { topic: #topic.to_string(), properties: #props })
                 }
-                other => {
-                    return Err(CodegenError::Unsupported(format!(
-                        "{} sinks",
-                        kind_name(other)
-                    )));
-                }
+                SinkKind::Redis(r) => self.redis_sink_spec(name, r)?,
             };
             Ok(quote!(#rt::sink::SinkSpec { name: #name, kind: #kind }))
         };
@@ -1084,6 +1069,87 @@ impl<'p> Gen<'p> {
                 }
             }
         })
+    }
+}
+
+impl Gen<'_> {
+    /// A Redis sink's runtime spec, with the feed it holds: the one windowed flow
+    /// writing to it (the checker guarantees there is exactly one).
+    fn redis_sink_spec(
+        &self,
+        name: &str,
+        r: &crate::plan::RedisPlan,
+    ) -> Result<TokenStream, CodegenError> {
+        let rt = rt();
+        let plan = self.plan;
+        let si = plan
+            .sinks
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| internal(format!("Redis sink `{name}` is not a sink")))?;
+        let flow = plan
+            .flows
+            .iter()
+            .find(|f| f.to.contains(&si))
+            .ok_or_else(|| internal(format!("no flow writes Redis sink `{name}`")))?;
+        let (window, agg) = match (&flow.window, &flow.aggregate) {
+            (Some(w), Some(a)) => (w, a),
+            _ => {
+                return Err(internal(format!(
+                    "Redis sink `{name}` is written by flow `{}`, which has no window",
+                    flow.name
+                )));
+            }
+        };
+        let job = &plan.name;
+        let flow_name = &flow.name;
+        let key = &r.key;
+        let channel = r
+            .channel
+            .clone()
+            .unwrap_or_else(|| format!("streamc:{job}:{name}"));
+        let url = opt(r.url.as_ref().map(|u| quote!(#u.to_string())));
+        let stream = match &r.stream {
+            Some(s) => quote!(#s.to_string()),
+            None => quote!(#rt::redis::DEFAULT_STREAM.to_string()),
+        };
+        let max_len = match r.stream_max_len {
+            Some(n) => quote!(#n),
+            None => quote!(#rt::redis::DEFAULT_STREAM_MAX_LEN),
+        };
+        let keep = match r.keep {
+            Some(n) => quote!(#n),
+            None => quote!(#rt::redis::DEFAULT_KEEP),
+        };
+        let ttl = opt(r
+            .ttl
+            .map(|t| u64::try_from(t).unwrap_or(u64::MAX))
+            .map(|t| quote!(#t)));
+        let key_fields = flow.key_by.iter().map(|k| &k.name);
+        let aggregates = agg.outputs.iter().map(|(n, _)| n);
+        let mut window_text = ir::window_name(&window.kind);
+        if window.allowed_lateness > 0 {
+            window_text.push_str(&format!(", lateness {}", ir::dur(window.allowed_lateness)));
+        }
+        Ok(
+            quote!(#rt::sink::SinkKind::Redis(::std::boxed::Box::new(#rt::redis::RedisSinkSpec {
+                url: #url,
+                key: #key.to_string(),
+                channel: #channel.to_string(),
+                stream: #stream,
+                stream_max_len: #max_len,
+                keep: #keep,
+                ttl_ms: #ttl,
+                feed: #rt::redis::FeedSpec {
+                    job: #job.to_string(),
+                    sink: #name.to_string(),
+                    flow: #flow_name.to_string(),
+                    key_fields: vec![#(#key_fields.to_string()),*],
+                    aggregates: vec![#(#aggregates.to_string()),*],
+                    window: #window_text.to_string(),
+                },
+            }))),
+        )
     }
 }
 

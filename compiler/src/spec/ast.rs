@@ -11,7 +11,7 @@ use crate::plan::{KafkaStart, Millis, Type, WindowKind};
 
 use super::expr::Expr;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Spanned<T> {
     pub value: T,
     pub span: Span,
@@ -180,10 +180,21 @@ pub enum SinkBody {
         path: Spanned<String>,
     },
     Stdout,
-    Redis {
-        key: Spanned<String>,
-        channel: Option<String>,
-    },
+    Redis(RedisDecl),
+}
+
+/// `redis: {key, channel, keep, ttl, stream, stream_max_len, url}` as written (values
+/// already validated: `keep` and `stream_max_len` at least 1, `ttl` positive, `url` a
+/// `redis://` URL).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RedisDecl {
+    pub key: Spanned<String>,
+    pub channel: Option<String>,
+    pub keep: Option<u64>,
+    pub ttl: Option<Millis>,
+    pub stream: Option<String>,
+    pub stream_max_len: Option<u64>,
+    pub url: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

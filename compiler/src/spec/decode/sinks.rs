@@ -2,7 +2,9 @@
 
 use super::{Decoder, short};
 use crate::diag::{Diagnostic, Span, did_you_mean};
-use crate::spec::ast::{CheckpointDecl, SinkBody, SinkDecl, Spanned, StateBackend, StateDecl};
+use crate::spec::ast::{
+    CheckpointDecl, RedisDecl, SinkBody, SinkDecl, Spanned, StateBackend, StateDecl,
+};
 use crate::spec::yaml::{Entry, Node, NodeKind};
 
 const SINK_KINDS: [&str; 4] = ["kafka", "file", "stdout", "redis"];
@@ -89,31 +91,124 @@ impl Decoder<'_> {
                         self.finish(k);
                         Some(SinkBody::Stdout)
                     }
-                    _ => {
-                        let mut k = self.keys(
-                            &e.value,
-                            format!("the redis settings of {what}"),
-                            e.key.span,
-                            &["key", "channel"],
-                            false,
-                        )?;
-                        let key = self
-                            .require(
-                                &mut k,
-                                "key",
-                                Some("give a key template: `key: \"views:{user_id}\"`"),
-                            )
-                            .and_then(|t| self.nonempty_string(t, "a key template"));
-                        let channel = k
-                            .get("channel")
-                            .and_then(|c| self.nonempty_string(c, "a channel name"))
-                            .map(|c| c.value);
-                        self.finish(k);
-                        Some(SinkBody::Redis { key: key?, channel })
-                    }
+                    _ => self.redis(e, what),
                 }
             }
         }
+    }
+
+    fn redis(&mut self, e: &Entry, what: &str) -> Option<SinkBody> {
+        let mut k = self.keys(
+            &e.value,
+            format!("the redis settings of {what}"),
+            e.key.span,
+            &[
+                "key",
+                "channel",
+                "keep",
+                "ttl",
+                "stream",
+                "stream_max_len",
+                "url",
+            ],
+            false,
+        )?;
+        let key = self
+            .require(
+                &mut k,
+                "key",
+                Some("give a key template: `key: \"views:{user_id}\"`"),
+            )
+            .and_then(|t| self.nonempty_string(t, "a key template"));
+        let channel = k
+            .get("channel")
+            .and_then(|c| self.nonempty_string(c, "a channel name"))
+            .map(|c| c.value);
+        let stream = k
+            .get("stream")
+            .and_then(|c| self.nonempty_string(c, "a stream key"))
+            .map(|c| c.value);
+        let mut ok = true;
+        let mut at_least_one = |d: &mut Self, name: &str, what: &str, help: &str| -> Option<u64> {
+            let e = k.get(name)?;
+            let v = d.u64(e, what);
+            if v == Some(0) {
+                d.error(
+                    Diagnostic::error(format!("{what} must be at least 1"))
+                        .label(e.value.span, "zero")
+                        .help(help.to_string()),
+                );
+                ok = false;
+                return None;
+            }
+            ok &= v.is_some();
+            v
+        };
+        let keep = at_least_one(
+            self,
+            "keep",
+            "`keep`",
+            "`keep: N` keeps the newest N windows of each key; leave it out for 1000",
+        );
+        let stream_max_len = at_least_one(
+            self,
+            "stream_max_len",
+            "`stream_max_len`",
+            "the change log keeps about this many changes; leave it out for 100000",
+        );
+        let ttl = match k.get("ttl") {
+            Some(t) => match self.duration(t, "the Redis TTL", false) {
+                Some(0) => {
+                    self.error(
+                        Diagnostic::error("the Redis TTL must be positive")
+                            .label(t.value.span, "zero")
+                            .help("leave `ttl` out for keys that never expire"),
+                    );
+                    ok = false;
+                    None
+                }
+                Some(ms) => Some(ms),
+                None => {
+                    ok = false;
+                    None
+                }
+            },
+            None => None,
+        };
+        let url = match k.get("url") {
+            Some(u) => match self.nonempty_string(u, "a Redis URL") {
+                Some(s) if s.value.trim().starts_with("redis://") => {
+                    Some(s.value.trim().to_string())
+                }
+                Some(s) => {
+                    self.error(
+                        Diagnostic::error(format!("unsupported Redis URL `{}`", short(&s.value)))
+                            .label(s.span, "expected redis://host:port[/db]")
+                            .help("for example `url: redis://127.0.0.1:6379/0`"),
+                    );
+                    ok = false;
+                    None
+                }
+                None => {
+                    ok = false;
+                    None
+                }
+            },
+            None => None,
+        };
+        self.finish(k);
+        if !ok {
+            return None;
+        }
+        Some(SinkBody::Redis(RedisDecl {
+            key: key?,
+            channel,
+            keep,
+            ttl,
+            stream,
+            stream_max_len,
+            url,
+        }))
     }
 
     pub(super) fn checkpoint(&mut self, e: &Entry) -> Option<CheckpointDecl> {
