@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::{RngExt as _, SeedableRng as _};
 use rand_pcg::Pcg64Mcg;
 
-use crate::driver::Record;
+use crate::pipeline::Record;
 
 /// A schema field type, as the datagen needs to know it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -475,24 +475,6 @@ pub trait Source {
 /// Per-partition metadata strings of an offset commit, by partition
 /// ([`Source::commit`]).
 pub type CommitMetadata = std::collections::BTreeMap<u32, String>;
-
-/// Opens the source described by `spec` (Kafka with the default environment: brokers
-/// from `STREAMC_BROKERS`, a `bootstrap.servers` property or `127.0.0.1:9092`).
-pub fn open(spec: &SourceSpec) -> Result<Box<dyn Source>, SourceError> {
-    open_with(spec, &crate::kafka::KafkaEnv::from_env("streamc"))
-}
-
-/// Opens the source described by `spec`; Kafka sources connect as `env` says.
-pub fn open_with(
-    spec: &SourceSpec,
-    env: &crate::kafka::KafkaEnv,
-) -> Result<Box<dyn Source>, SourceError> {
-    Ok(match &spec.kind {
-        SourceKind::File { path } => Box::new(FileSource::open(path)?),
-        SourceKind::Datagen(d) => Box::new(DatagenSource::new(d.clone())),
-        SourceKind::Kafka(k) => crate::kafka::open_source(spec.name, k, env)?,
-    })
-}
 
 /// JSON lines from a file (or stdin for `-`), one partition (0), bounded. Offsets are
 /// 0-based physical line numbers; blank lines are skipped (but counted); a last line

@@ -294,7 +294,7 @@ fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<Op
 // The pipeline.
 
 /// Count of events per window.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Count(u64);
 
 impl Aggregator for Count {

@@ -23,14 +23,15 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use streamc_runtime::connectors;
 use streamc_runtime::kafka::{
     Committed, ConsumerError, KafkaEnv, OffsetAndMetadata, TxnError, TxnOp, TxnProducer, TxnStats,
     TxnTimeouts, producer_config, transactional_id,
 };
-use streamc_runtime::sink::{self, SinkKind};
+use streamc_runtime::sink::SinkKind;
 use streamc_runtime::source::{
-    self, Batch, CommitMetadata, KafkaSourceSpec, KafkaStart, PartitionChange, PollLimits,
-    Processed, Source, SourceKind, SourceSpec,
+    Batch, CommitMetadata, KafkaSourceSpec, KafkaStart, PartitionChange, PollLimits, Processed,
+    Source, SourceKind, SourceSpec,
 };
 
 // ---------------------------------------------------------------------------------
@@ -517,7 +518,7 @@ fn offsets_commit_with_their_metadata_in_the_transaction_and_not_when_it_aborts(
     let group = unique("g");
     let id = unique("txn");
     let env = eos_env(&b, &id);
-    let mut src = source::open_with(&kafka_source(&input, &group, &[]), &env).unwrap();
+    let mut src = connectors::open_source_with(&kafka_source(&input, &group, &[]), &env).unwrap();
     let mut seen = Seen::default();
     poll_until(&mut *src, &mut seen, LIMIT, "read the input", |s| {
         s.records.len() >= 20
@@ -762,7 +763,7 @@ fn child_producer_killed_mid_transaction() {
     let _ = require_broker();
     let mut env = eos_env(b, id);
     env.txn_timeouts = timeouts(Duration::from_secs(300));
-    let mut src = source::open_with(&kafka_source(input, group, &[]), &env).unwrap();
+    let mut src = connectors::open_source_with(&kafka_source(input, group, &[]), &env).unwrap();
     let mut seen = Seen::default();
     poll_until(&mut *src, &mut seen, LIMIT, "child: read the input", |s| {
         s.records.len() >= 10
@@ -795,7 +796,7 @@ fn offsets_of_an_older_group_generation_are_refused_after_a_rebalance() {
     let group = unique("g");
     let env = eos_env(&b, &unique("txn"));
     let props = [("session.timeout.ms", "10000")];
-    let mut a = source::open_with(&kafka_source(&input, &group, &props), &env).unwrap();
+    let mut a = connectors::open_source_with(&kafka_source(&input, &group, &props), &env).unwrap();
     let mut seen_a = Seen::default();
     poll_until(&mut *a, &mut seen_a, LIMIT, "member A reads", |s| {
         s.records.len() >= 20 && s.assigned.len() == 2
@@ -810,7 +811,8 @@ fn offsets_of_an_older_group_generation_are_refused_after_a_rebalance() {
 
     // Member B joins: a rebalance moves a partition to B and starts a new generation.
     let other = KafkaEnv::new("txn_test", Some(b.clone()));
-    let mut bm = source::open_with(&kafka_source(&input, &group, &props), &other).unwrap();
+    let mut bm =
+        connectors::open_source_with(&kafka_source(&input, &group, &props), &other).unwrap();
     let mut seen_b = Seen::default();
     let deadline = Instant::now() + LIMIT;
     loop {
@@ -912,7 +914,8 @@ fn an_unreachable_broker_is_a_bounded_error_not_a_hang() {
 
     // The consumer side is bounded too.
     let env = eos_env(&dead, &unique("txn"));
-    let mut src = source::open_with(&kafka_source("nowhere", &unique("g"), &[]), &env).unwrap();
+    let mut src =
+        connectors::open_source_with(&kafka_source("nowhere", &unique("g"), &[]), &env).unwrap();
     let ctl = src.kafka().unwrap();
     assert!(matches!(
         ctl.group_metadata(),
@@ -953,15 +956,17 @@ fn every_kafka_sink_of_an_exactly_once_job_writes_in_the_one_transaction() {
             .collect(),
     };
     let props = [("bootstrap.servers", b.as_str()), ("linger.ms", "5")];
-    let mut out = sink::open_with(&kafka(&results, &props), &env).unwrap();
+    let mut out = connectors::open_sink_with(&kafka(&results, &props), &env).unwrap();
     // The same properties in another order: the same producer.
     let swapped = [("linger.ms", "5"), ("bootstrap.servers", b.as_str())];
-    let mut late_sink = sink::open_with(&kafka(&late, &swapped), &env).unwrap();
-    let mut dlq_sink = sink::open_with(&kafka(&dlq, &props), &env).unwrap();
+    let mut late_sink = connectors::open_sink_with(&kafka(&late, &swapped), &env).unwrap();
+    let mut dlq_sink = connectors::open_sink_with(&kafka(&dlq, &props), &env).unwrap();
 
     // A sink that would need another producer cannot be in the transaction.
     let other = [("bootstrap.servers", b.as_str()), ("linger.ms", "50")];
-    let err = sink::open_with(&kafka(&dlq, &other), &env).err().unwrap();
+    let err = connectors::open_sink_with(&kafka(&dlq, &other), &env)
+        .err()
+        .unwrap();
     let text = err.to_string();
     assert!(text.contains("`linger.ms`: `5` there, `50` here"), "{text}");
     assert!(text.contains("one transactional producer"), "{text}");
@@ -970,7 +975,7 @@ fn every_kafka_sink_of_an_exactly_once_job_writes_in_the_one_transaction() {
         Some(TxnError::Config { .. })
     ));
     let elsewhere = [("bootstrap.servers", "127.0.0.1:1"), ("linger.ms", "5")];
-    let text = sink::open_with(&kafka(&dlq, &elsewhere), &env)
+    let text = connectors::open_sink_with(&kafka(&dlq, &elsewhere), &env)
         .err()
         .unwrap()
         .to_string();
@@ -981,7 +986,10 @@ fn every_kafka_sink_of_an_exactly_once_job_writes_in_the_one_transaction() {
         &unique("g"),
         &[("bootstrap.servers", "127.0.0.1:1")],
     );
-    let text = source::open_with(&src, &env).err().unwrap().to_string();
+    let text = connectors::open_source_with(&src, &env)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(text.contains("one cluster"), "{text}");
     // And a source reading uncommitted data.
     let src = kafka_source(
@@ -992,7 +1000,10 @@ fn every_kafka_sink_of_an_exactly_once_job_writes_in_the_one_transaction() {
             ("isolation.level", "read_uncommitted"),
         ],
     );
-    let text = source::open_with(&src, &env).err().unwrap().to_string();
+    let text = connectors::open_source_with(&src, &env)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(text.contains("read_committed"), "{text}");
 
     let p = env.transaction().unwrap();
@@ -1117,7 +1128,7 @@ fn at_least_once_commits_carry_metadata_and_seek_rolls_back() {
     );
     let group = unique("g");
     let env = KafkaEnv::new("txn_test", Some(b.clone()));
-    let mut src = source::open_with(&kafka_source(&input, &group, &[]), &env).unwrap();
+    let mut src = connectors::open_source_with(&kafka_source(&input, &group, &[]), &env).unwrap();
     let mut seen = Seen::default();
     poll_until(&mut *src, &mut seen, LIMIT, "read the input", |s| {
         s.records.len() >= 20
