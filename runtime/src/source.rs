@@ -454,9 +454,19 @@ pub trait Source {
     /// Commits, per assigned partition, the offset of the first processed record that
     /// may still affect a result (event time >= `held_from`), or the position when none
     /// may. The driver has made sure every output written so far is delivered.
-    /// `sync`: wait for the broker (shutdown); else asynchronous.
-    fn commit(&mut self, held_from: i64, sync: bool) -> Result<(), SourceError> {
-        let _ = (held_from, sync);
+    /// `sync`: wait for the broker (shutdown); else asynchronous. `metadata`: the string
+    /// to commit with each partition's offset (`streamc1;wm=<i64>;pos=<u64>`; a
+    /// partition missing from it is committed with none); a source also uses the latest
+    /// one for the commits it makes on its own (before a revocation completes). Kafka
+    /// sources of an exactly-once job commit nothing here: their offsets are committed
+    /// in the epoch's transaction.
+    fn commit(
+        &mut self,
+        held_from: i64,
+        sync: bool,
+        metadata: &CommitMetadata,
+    ) -> Result<(), SourceError> {
+        let _ = (held_from, sync, metadata);
         Ok(())
     }
 
@@ -469,7 +479,17 @@ pub trait Source {
     /// source is closed and gives up its partitions. Results of records processed
     /// since the last commit may be lost, so they must be read again.
     fn stop_committing(&mut self) {}
+
+    /// The Kafka consumer behind this source, for the exactly-once protocol (committed
+    /// offsets with metadata, group metadata, seeks). None: not a Kafka source.
+    fn kafka(&mut self) -> Option<&mut dyn crate::kafka::ConsumerControl> {
+        None
+    }
 }
+
+/// Per-partition metadata strings of an offset commit, by partition
+/// ([`Source::commit`]).
+pub type CommitMetadata = std::collections::BTreeMap<u32, String>;
 
 /// JSON lines from a file (or stdin for `-`), one partition (0), bounded. Offsets are
 /// 0-based physical line numbers; blank lines are skipped (but counted); a last line

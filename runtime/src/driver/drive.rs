@@ -113,7 +113,7 @@ pub(super) fn commit_offsets<P: Pipeline>(
         }
         let held_from = s.held_from(pipeline, i);
         s.source
-            .commit(held_from, sync)
+            .commit(held_from, sync, &crate::source::CommitMetadata::new())
             .map_err(|source| Error::Source {
                 name: spec.sources[i].name,
                 source,
