@@ -344,6 +344,7 @@ fn kafka_source(topic: &str, group: &str, properties: &[(&str, &str)]) -> Source
         max_out_of_orderness: 0,
         idle_timeout: None,
         dead_letter: 0,
+        groups: Default::default(),
     }
 }
 
