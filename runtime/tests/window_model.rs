@@ -191,8 +191,10 @@ impl Model {
                         out: last.clone(),
                     });
                 }
-                base = base.max(r + 1);
             }
+            // 1 + the largest revision emitted by any absorbed window, directly or
+            // through the windows those had absorbed (an unfired one carries its base).
+            base = base.max(w.next_rev());
             acc.merge(w.acc);
         }
         acc.vals.push(ts);
