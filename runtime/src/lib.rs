@@ -9,6 +9,8 @@
 
 pub mod agg;
 pub mod checkpoint;
+#[cfg(any(feature = "redis", feature = "serve"))]
+pub mod dash;
 pub mod de;
 pub mod driver;
 pub mod expr;
@@ -16,6 +18,7 @@ pub mod kafka;
 pub mod key;
 pub mod metrics;
 pub mod redis;
+pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod watermark;
