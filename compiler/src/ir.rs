@@ -120,6 +120,16 @@ fn write_logical(plan: &Plan, o: &mut String) -> fmt::Result {
     writeln!(o, "Logical plan of `{}`", plan.name)?;
     for s in &plan.sources {
         let kind = match &s.kind {
+            SourceKind::Kafka {
+                topic,
+                partitioned_by,
+                ..
+            } if !partitioned_by.is_empty() => {
+                format!(
+                    "kafka topic {topic}, partitioned by {}",
+                    partitioned_by.join(", ")
+                )
+            }
             SourceKind::Kafka { topic, .. } => format!("kafka topic {topic}"),
             SourceKind::File { path } => format!("file {}", path.display()),
             SourceKind::Datagen(d) => format!(
@@ -174,9 +184,14 @@ fn write_logical(plan: &Plan, o: &mut String) -> fmt::Result {
             writeln!(o, "    key_by [{}]", keys.join(", "))?;
         }
         if let (Some(w), Some(a)) = (&f.window, &f.aggregate) {
+            let state = if f.aligned {
+                "state per partition, partition watermark"
+            } else {
+                "task state, task watermark"
+            };
             writeln!(
                 o,
-                "    window {}, allowed_lateness {}",
+                "    window {}, allowed_lateness {} ({state})",
                 window_name(&w.kind),
                 dur(w.allowed_lateness)
             )?;

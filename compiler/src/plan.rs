@@ -110,6 +110,8 @@ pub enum SourceKind {
         group_id: String,
         start: KafkaStart,
         properties: Vec<(String, String)>,
+        /// Schema fields the topic's producers partition by (empty: not declared).
+        partitioned_by: Vec<String>,
     },
     /// JSON lines, bounded. Absolute path.
     File {
@@ -226,6 +228,12 @@ pub struct FlowPlan {
     pub to: Vec<usize>,
     /// Index into `Plan::sinks` for too-late events.
     pub late: Option<usize>,
+    /// Partition-aligned (`pipeline-spec.md`, "Partitions, restarts and rebalances"):
+    /// the flow reads a source that declares `partitioned_by`, keys by all of those
+    /// fields, and no step before the key changes them, so every key lives in one
+    /// partition. Its windows follow their partition's watermark and its state is kept
+    /// per partition. Always false for flows without `key_by` or reading a flow.
+    pub aligned: bool,
 }
 
 #[derive(Clone, Debug)]

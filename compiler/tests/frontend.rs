@@ -57,10 +57,12 @@ fn the_spec_example_gives_the_expected_plan() {
         group_id,
         start,
         properties,
+        partitioned_by,
     } = &s.kind
     else {
         panic!("{:?}", s.kind)
     };
+    assert_eq!(partitioned_by, &["user_id".to_string()]);
     assert_eq!(
         (topic.as_str(), group_id.as_str(), *start),
         ("clicks", "page-views", KafkaStart::Earliest)

@@ -18,12 +18,14 @@ const SPAN_MS: i64 = 300_000;
 const OOO_MS: i64 = 5_000;
 
 /// A generated key struct for `key_by: [user_id]`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 struct Key {
     user_id: u64,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Acc {
     count: u64,
     sum: Option<f64>,

@@ -1,6 +1,6 @@
 //! Helpers for generated key structs.
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
 
@@ -44,6 +44,12 @@ impl Ord for F64Key {
 impl Serialize for F64Key {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for F64Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        f64::deserialize(d).map(F64Key)
     }
 }
 

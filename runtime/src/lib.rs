@@ -9,6 +9,7 @@
 
 pub mod agg;
 pub mod checkpoint;
+pub mod connectors;
 #[cfg(any(feature = "redis", feature = "serve"))]
 pub mod dash;
 pub mod de;
@@ -17,14 +18,17 @@ pub mod expr;
 pub mod kafka;
 pub mod key;
 pub mod metrics;
+pub mod pipeline;
 pub mod redis;
 pub mod serve;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod watermark;
 pub mod window;
 
-pub use driver::{Context, Pipeline, Record};
+pub use driver::Context;
+pub use pipeline::{Pipeline, Record};
 
 /// Watermark value meaning "no more events": a bounded source at its end.
 pub const WATERMARK_MAX: i64 = i64::MAX;

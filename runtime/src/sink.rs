@@ -220,27 +220,6 @@ impl Sink for FileSink {
     }
 }
 
-/// Opens a sink of kind `kind` (Kafka with the default environment: brokers from
-/// `STREAMC_BROKERS`, a `bootstrap.servers` property or `127.0.0.1:9092`).
-pub fn open(kind: &SinkKind) -> Result<Box<dyn Sink>, SinkError> {
-    open_with(kind, &crate::kafka::KafkaEnv::from_env("streamc"))
-}
-
-/// Opens a sink of kind `kind`; Kafka sinks connect as `env` says (and share one
-/// producer per distinct set of properties).
-pub fn open_with(
-    kind: &SinkKind,
-    env: &crate::kafka::KafkaEnv,
-) -> Result<Box<dyn Sink>, SinkError> {
-    Ok(match kind {
-        SinkKind::Stdout => Box::new(StdoutSink::new()),
-        SinkKind::File { path } => Box::new(FileSink::create(path)?),
-        SinkKind::Kafka { topic, properties } => crate::kafka::open_sink(topic, properties, env)?,
-        SinkKind::Redis(spec) => crate::redis::open_sink(spec)?,
-        SinkKind::Serve(spec) => crate::serve::open_sink(spec)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,7 +230,7 @@ mod tests {
         let path = dir.path().join("a/b/out.jsonl");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "old content\nmore\n").unwrap();
-        let mut s = open(&SinkKind::File {
+        let mut s = crate::connectors::open_sink(&SinkKind::File {
             path: path.to_str().unwrap().into(),
         })
         .unwrap();

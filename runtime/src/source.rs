@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::{RngExt as _, SeedableRng as _};
 use rand_pcg::Pcg64Mcg;
 
-use crate::driver::Record;
+use crate::pipeline::Record;
 
 /// A schema field type, as the datagen needs to know it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +156,21 @@ pub struct SourceSpec {
     pub idle_timeout: Option<i64>,
     /// Index into `JobSpec::dead_letters`.
     pub dead_letter: usize,
+    /// The key groups of the state its flows keep.
+    pub groups: SourceGroups,
+}
+
+/// The key groups that the flows reading a source keep state in (`state::KeyGroup`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceGroups {
+    /// The fields the source's producers partition by (`partitioned_by`).
+    pub partitioned_by: Vec<&'static str>,
+    /// Some partition-aligned flow reads it: state per partition that follows the
+    /// partition's watermark (the driver reports every partition watermark advance).
+    pub partitions: bool,
+    /// Some stateful flow that is not aligned reads it (directly or downstream): task
+    /// state, which needs every partition of the source in one instance.
+    pub task: bool,
 }
 
 /// Why a source failed (not a bad record: those go to the dead-letter output).
@@ -439,9 +454,19 @@ pub trait Source {
     /// Commits, per assigned partition, the offset of the first processed record that
     /// may still affect a result (event time >= `held_from`), or the position when none
     /// may. The driver has made sure every output written so far is delivered.
-    /// `sync`: wait for the broker (shutdown); else asynchronous.
-    fn commit(&mut self, held_from: i64, sync: bool) -> Result<(), SourceError> {
-        let _ = (held_from, sync);
+    /// `sync`: wait for the broker (shutdown); else asynchronous. `metadata`: the string
+    /// to commit with each partition's offset (`streamc1;wm=<i64>;pos=<u64>`; a
+    /// partition missing from it is committed with none); a source also uses the latest
+    /// one for the commits it makes on its own (before a revocation completes). Kafka
+    /// sources of an exactly-once job commit nothing here: their offsets are committed
+    /// in the epoch's transaction.
+    fn commit(
+        &mut self,
+        held_from: i64,
+        sync: bool,
+        metadata: &CommitMetadata,
+    ) -> Result<(), SourceError> {
+        let _ = (held_from, sync, metadata);
         Ok(())
     }
 
@@ -454,25 +479,17 @@ pub trait Source {
     /// source is closed and gives up its partitions. Results of records processed
     /// since the last commit may be lost, so they must be read again.
     fn stop_committing(&mut self) {}
+
+    /// The Kafka consumer behind this source, for the exactly-once protocol (committed
+    /// offsets with metadata, group metadata, seeks). None: not a Kafka source.
+    fn kafka(&mut self) -> Option<&mut dyn crate::kafka::ConsumerControl> {
+        None
+    }
 }
 
-/// Opens the source described by `spec` (Kafka with the default environment: brokers
-/// from `STREAMC_BROKERS`, a `bootstrap.servers` property or `127.0.0.1:9092`).
-pub fn open(spec: &SourceSpec) -> Result<Box<dyn Source>, SourceError> {
-    open_with(spec, &crate::kafka::KafkaEnv::from_env("streamc"))
-}
-
-/// Opens the source described by `spec`; Kafka sources connect as `env` says.
-pub fn open_with(
-    spec: &SourceSpec,
-    env: &crate::kafka::KafkaEnv,
-) -> Result<Box<dyn Source>, SourceError> {
-    Ok(match &spec.kind {
-        SourceKind::File { path } => Box::new(FileSource::open(path)?),
-        SourceKind::Datagen(d) => Box::new(DatagenSource::new(d.clone())),
-        SourceKind::Kafka(k) => crate::kafka::open_source(spec.name, k, env)?,
-    })
-}
+/// Per-partition metadata strings of an offset commit, by partition
+/// ([`Source::commit`]).
+pub type CommitMetadata = std::collections::BTreeMap<u32, String>;
 
 /// JSON lines from a file (or stdin for `-`), one partition (0), bounded. Offsets are
 /// 0-based physical line numbers; blank lines are skipped (but counted); a last line

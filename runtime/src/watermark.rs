@@ -113,6 +113,13 @@ impl WatermarkTracker {
         self.partitions.len()
     }
 
+    /// The watermark of partition `p` (`WATERMARK_MIN` for a partition never seen).
+    pub fn partition_watermark(&self, p: u32) -> i64 {
+        self.partitions
+            .get(p as usize)
+            .map_or(WATERMARK_MIN, |s| s.wm)
+    }
+
     /// Whether partition `p` is currently idle.
     pub fn is_idle(&self, p: u32) -> bool {
         self.partitions.get(p as usize).is_some_and(|s| s.idle)

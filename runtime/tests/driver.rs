@@ -89,6 +89,7 @@ fn file_source(name: &'static str, path: &Path, dead_letter: usize) -> SourceSpe
         max_out_of_orderness: 10,
         idle_timeout: None,
         dead_letter,
+        groups: Default::default(),
     }
 }
 
@@ -134,6 +135,7 @@ fn datagen_source(spec: DatagenSpec) -> SourceSpec {
         max_out_of_orderness: 100,
         idle_timeout: None,
         dead_letter: 0,
+        groups: Default::default(),
     }
 }
 

@@ -294,7 +294,7 @@ fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<Op
 // The pipeline.
 
 /// Count of events per window.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Count(u64);
 
 impl Aggregator for Count {
@@ -426,7 +426,7 @@ impl Pipeline for Job {
         }
     }
 
-    fn held_from(&self, _src: usize) -> i64 {
+    fn held_from(&self, _src: usize, _partition: u32) -> i64 {
         self.window
             .as_ref()
             .and_then(WindowOperator::oldest_held_start)
@@ -446,6 +446,7 @@ fn kafka_source(topic: &str, group: &str, ooo: i64, idle_ms: Option<i64>) -> Sou
         max_out_of_orderness: ooo,
         idle_timeout: idle_ms,
         dead_letter: 0,
+        groups: Default::default(),
     }
 }
 

@@ -186,10 +186,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
 fn dechunk(raw: &[u8]) -> (String, usize) {
     let mut out = Vec::new();
     let mut at = 0;
-    loop {
-        let Some(nl) = raw[at..].windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(nl) = raw[at..].windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&raw[at..at + nl]).to_string();
         let Ok(size) = usize::from_str_radix(size_text.trim(), 16) else {
             break;

@@ -7,6 +7,7 @@
 
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
+use streamc_runtime::state::{Decoder, Encoder, Memory, Mode};
 use streamc_runtime::window::{Aggregator, Emission, WindowKind, WindowOperator, WindowSpec};
 
 /// The test accumulator: count, sum and the values.
@@ -292,7 +293,10 @@ fn case_with(kind: impl Strategy<Value = WindowKind>) -> impl Strategy<Value = C
 }
 
 fn run(case: &Case) -> Result<(), TestCaseError> {
-    let mut op = WindowOperator::<u8, Acc>::new(case.spec);
+    let mut op = WindowOperator::<u8, Acc, Memory>::with_backend(case.spec, Memory::tracking());
+    // Snapshots every few events (a full one, then deltas); at `snapshot_at` the chain is
+    // restored into a fresh operator, which carries on in place of the original.
+    let mut chain: Vec<Vec<u8>> = vec![];
     let mut model = Model::new(case.spec);
     let mut max_ts = i64::MIN;
     let mut all: Vec<Em> = vec![];
@@ -327,10 +331,26 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
             i
         );
         prop_assert_eq!(op.watermark(), model.wm);
+        if i % 7 == 3 || i == case.snapshot_at {
+            let mode = if chain.is_empty() || chain.len() > 5 {
+                chain.clear();
+                Mode::Full
+            } else {
+                Mode::Delta
+            };
+            let mut e = Encoder::new();
+            op.snapshot(mode, &mut e)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            chain.push(e.into_bytes());
+        }
         if i == case.snapshot_at {
-            let json =
-                serde_json::to_string(&op).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            op = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            op = WindowOperator::with_backend(case.spec, Memory::tracking());
+            for blob in &chain {
+                let mut d = Decoder::new(blob);
+                op.restore(&mut d)
+                    .and_then(|()| d.finish())
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
         }
     }
     let mut out = vec![];

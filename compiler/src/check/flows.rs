@@ -8,7 +8,9 @@ use super::sinks::SinkOut;
 use super::sources::SourceOut;
 use super::typeck::{AggCtx, Row, Typer};
 use crate::diag::{Diagnostic, Span, did_you_mean, list_names};
-use crate::plan::{AggregatePlan, Field, FlowPlan, Input, RowStep, TExpr, Type, WindowPlan};
+use crate::plan::{
+    AggregatePlan, Field, FlowPlan, Input, RowStep, SourceKind, TExpr, Type, WindowPlan,
+};
 use crate::spec::ast::{FlowDecl, Spanned, Spec, StepKind};
 use crate::spec::expr::Expr;
 
@@ -204,7 +206,14 @@ impl Checker<'_> {
                 _ => (None, RowInfo::default()),
             };
             let has_reader = parents.contains(&Parent::Flow(j));
-            let out = self.flow(spec, f, input, row, has_reader, sinks);
+            let partitioned_by: &[String] = match input {
+                Some(Input::Source(s)) => match sources[s].plan.as_ref().map(|p| &p.kind) {
+                    Some(SourceKind::Kafka { partitioned_by, .. }) => partitioned_by,
+                    _ => &[],
+                },
+                _ => &[],
+            };
+            let out = self.flow(spec, f, input, row, has_reader, sinks, partitioned_by);
             out_of_decl[j] = Some(outs.len());
             outs.push(out);
         }
@@ -290,6 +299,7 @@ impl Checker<'_> {
         in_cycle
     }
 
+    #[allow(clippy::too_many_arguments)] // one flow's context, all read once
     fn flow(
         &mut self,
         spec: &Spec,
@@ -298,6 +308,7 @@ impl Checker<'_> {
         input_row: RowInfo,
         has_reader: bool,
         sinks: &[SinkOut],
+        partitioned_by: &[String],
     ) -> FlowOut {
         let errors_before = self.rep.error_count();
         let order_ok = f.steps.iter().all(|s| s.kind.is_some());
@@ -549,8 +560,42 @@ impl Checker<'_> {
                 .copied()
         });
 
+        let key_span = key_by.as_ref().map(|(_, s)| *s);
         let key_fields: Vec<Field> = key_by.map(|(k, _)| k).unwrap_or_default();
         let window_plan = window.and_then(|(w, _)| w);
+        // Partition-aligned: keyed by every field the source is partitioned by, none of
+        // them changed by a step before the key.
+        let redefined = |name: &String| {
+            steps
+                .iter()
+                .any(|s| matches!(s, RowStep::Map(m) if m.iter().any(|(n, _)| n == name)))
+        };
+        let aligned = !partitioned_by.is_empty()
+            && !key_fields.is_empty()
+            && partitioned_by
+                .iter()
+                .all(|p| key_fields.iter().any(|k| &k.name == p) && !redefined(p));
+        if windowed && !partitioned_by.is_empty() && !aligned && order_ok {
+            let why = match partitioned_by.iter().find(|p| redefined(p)) {
+                Some(p) => format!("a `map` step changes `{p}` before the key"),
+                None => format!(
+                    "its key does not include {}",
+                    partitioned_by
+                        .iter()
+                        .map(|p| format!("`{p}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            self.rep.push(
+                Diagnostic::warning(format!(
+                    "flow `{}` is not partition-aligned: {why}",
+                    f.name.value
+                ))
+                .label(key_span.unwrap_or(f.name.span), "not aligned with the source's partitions")
+                .help("it follows the task watermark and needs every partition of its source in one instance (it refuses to run on a partial assignment); key by the `partitioned_by` fields to scale it out"),
+            );
+        }
         let ok = self.rep.error_count() == errors_before
             && row.complete
             && row.poisoned.is_empty()
@@ -568,6 +613,7 @@ impl Checker<'_> {
                 output: row.fields.clone(),
                 to: to.clone(),
                 late,
+                aligned,
             }),
             _ => None,
         };

@@ -90,11 +90,13 @@ impl Checker<'_> {
                     group_id,
                     start,
                     properties,
+                    partitioned_by,
                 } => SourceKind::Kafka {
                     topic: topic.clone(),
                     group_id: group_id.clone().unwrap_or_else(|| self.pipeline.clone()),
                     start: *start,
                     properties: properties.clone(),
+                    partitioned_by: partitioned_by.iter().map(|n| n.value.clone()).collect(),
                 },
                 SourceKindDecl::File { path } => SourceKind::File {
                     path: self.resolve(&path.value),
@@ -130,6 +132,34 @@ impl Checker<'_> {
                 }
                 _ => None,
             };
+            if let Some(SourceKindDecl::Kafka { partitioned_by, .. }) = &s.kind {
+                let mut seen: Vec<&str> = Vec::new();
+                for k in partitioned_by {
+                    if seen.contains(&k.value.as_str()) {
+                        self.error(
+                            Diagnostic::error(format!(
+                                "`partitioned_by` names `{}` twice",
+                                k.value
+                            ))
+                            .label(k.span, "again"),
+                        );
+                    }
+                    seen.push(&k.value);
+                    if s.schema_complete && !fields.iter().any(|f| f.name == k.value) {
+                        let names = fields.iter().map(|f| f.name.as_str());
+                        let help = did_you_mean(&k.value, names.clone())
+                            .map(|m| format!("did you mean `{m}`?"));
+                        self.error(
+                            Diagnostic::error(format!(
+                                "`partitioned_by` names `{}`, which is not in the schema",
+                                k.value
+                            ))
+                            .label(k.span, "not a schema field")
+                            .maybe_help(help),
+                        );
+                    }
+                }
+            }
             let mut datagen_declared = (false, false);
             if let Some(SourceKindDecl::Datagen(g)) = &s.kind {
                 datagen_declared = (g.late_delay.is_some(), g.key_fields.is_some());

@@ -148,10 +148,12 @@ sinks:
         group_id,
         start,
         properties,
+        partitioned_by,
     } = &s[0].kind
     else {
         panic!()
     };
+    assert!(partitioned_by.is_empty());
     assert_eq!(
         (topic.as_str(), group_id.as_str(), *start),
         ("clicks", "kinds", KafkaStart::Earliest)
@@ -985,4 +987,106 @@ fn redis_sinks_hold_the_windows_of_one_flow() {
     // A global window: a key without placeholders.
     let global = redis_spec("{key: totals}", "").replace("{key_by: [k]}, ", "");
     assert!(check(&global).is_ok());
+}
+
+/// `partitioned_by` on a Kafka source: which flows are partition-aligned, and the
+/// diagnostics around it.
+#[test]
+fn partitioned_by_makes_keyed_flows_aligned() {
+    let text = |pb: &str, steps: &str| {
+        format!(
+            "version: 1\nname: t\nsources:\n  clicks:\n    kafka: {{topic: c{pb}}}\n    schema: {{user_id: u64, url: string, ts: timestamp}}\n    event_time: ts\nflows:\n  f:\n    from: clicks\n    steps:\n{steps}      - window: {{tumbling: 1m}}\n      - aggregate: {{n: count()}}\n    to: [o]\n  g:\n    from: f\n    steps: []\n    to: [o]\nsinks:\n  o: {{stdout: {{}}}}\n"
+        )
+    };
+    let pb = ", partitioned_by: [user_id]";
+    let c = plan(&text(pb, "      - key_by: [user_id]\n"));
+    assert!(c.plan.flows[0].aligned);
+    assert!(
+        !c.plan.flows[1].aligned,
+        "a flow reading a flow is never aligned"
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // A wider key is still aligned: every key of it lives in one partition.
+    let c = plan(&text(pb, "      - key_by: [url, user_id]\n"));
+    assert!(c.plan.flows[0].aligned);
+    // No partitioned_by: not aligned, no warning.
+    let c = plan(&text("", "      - key_by: [user_id]\n"));
+    assert!(!c.plan.flows[0].aligned);
+    assert!(c.warnings.is_empty());
+    // A key that cuts across partitions, or a partition field changed before the key:
+    // not aligned, and said so.
+    for (steps, why) in [
+        (
+            "      - key_by: [url]\n",
+            "its key does not include `user_id`",
+        ),
+        (
+            "      - map: {user_id: \"user_id + 1\"}\n      - key_by: [user_id]\n",
+            "a `map` step changes `user_id` before the key",
+        ),
+        ("", "its key does not include `user_id`"),
+    ] {
+        let c = plan(&text(pb, steps));
+        assert!(!c.plan.flows[0].aligned, "{steps}");
+        let w: Vec<&str> = c.warnings.iter().map(|w| w.message()).collect();
+        assert_eq!(
+            w,
+            [format!("flow `f` is not partition-aligned: {why}")],
+            "{steps}"
+        );
+    }
+    // Unknown and repeated fields are located errors.
+    let (m, at, help) = one_error(&text(
+        ", partitioned_by: [usr_id]",
+        "      - key_by: [user_id]\n",
+    ));
+    assert_eq!(
+        m,
+        "`partitioned_by` names `usr_id`, which is not in the schema"
+    );
+    assert_eq!(
+        (at.as_str(), help.as_deref()),
+        ("usr_id", Some("did you mean `user_id`?"))
+    );
+    let (m, _, _) = one_error(&text(
+        ", partitioned_by: [user_id, user_id]",
+        "      - key_by: [user_id]\n",
+    ));
+    assert_eq!(m, "`partitioned_by` names `user_id` twice");
+    let (m, _, _) = one_error(&text(", partitioned_by: []", "      - key_by: [user_id]\n"));
+    assert_eq!(m, "`partitioned_by` names no field");
+}
+
+#[test]
+fn serve_shows_windowed_flows_without_a_sink() {
+    // A windowed flow with no `to` is fine with `serve:` (its results go to the page).
+    let spec = |serve: &str| {
+        format!(
+            "version: 1\nname: t\nsources:\n  ev:\n    datagen: {{}}\n    schema: {{k: string, ts: timestamp}}\n    event_time: ts\n\
+             flows:\n  w:\n    from: ev\n    steps: [{{key_by: [k]}}, {{window: {{tumbling: 1s}}}}, {{aggregate: {{c: count()}}}}]\n\
+             sinks:\n  out: {{stdout: {{}}}}\n{serve}"
+        )
+    };
+    assert_eq!(errors(&spec("")), ["the results of flow `w` go nowhere"]);
+    let c = plan(&spec("serve: {listen: \":8080\", keep: 5}\n"));
+    assert_eq!(
+        c.plan.serve,
+        Some(crate::plan::ServePlan {
+            listen: Some(":8080".into()),
+            keep: Some(5)
+        })
+    );
+    assert!(plan(&spec("serve:\n")).plan.serve.is_some());
+    let (m, at, _) = one_error(&spec("serve: {listen: \"localhost\"}\n"));
+    assert_eq!(
+        (m.as_str(), at.as_str()),
+        ("invalid address `localhost` to serve on", "\"localhost\"")
+    );
+    let (m, at, _) = one_error(&spec("serve: {keep: 0}\n"));
+    assert_eq!(
+        (m.as_str(), at.as_str()),
+        ("`keep` must be at least 1", "0")
+    );
+    let (m, _, _) = one_error(&spec("serve: {port: 1}\n"));
+    assert!(m.starts_with("unknown key `port` in serve"), "{m}");
 }

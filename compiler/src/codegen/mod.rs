@@ -158,6 +158,7 @@ impl<'p> Gen<'p> {
     fn file(&mut self, with_main: bool) -> Result<TokenStream, CodegenError> {
         let plan = self.plan;
         let fused = ir::fuse(plan);
+        let rt = rt();
         let mut items = Vec::new();
         for (i, s) in plan.sources.iter().enumerate() {
             items.push(self.event_struct(i, &s.schema));
@@ -169,65 +170,87 @@ impl<'p> Gen<'p> {
                 items.push(self.row_struct(i, f));
             }
         }
+        let tracking = plan.checkpoint.is_some();
         let mut job_fields = Vec::new();
         let mut job_init = Vec::new();
         for (i, f) in plan.flows.iter().enumerate() {
-            if let Some(w) = &f.window {
-                let (op, buf, seq) = (op_ident(i), buf_ident(i), seq_ident(i));
-                let (k, a, o) = (key_ident(i), acc_ident(i), accout_ident(i));
-                let rt = rt();
-                let kind = match w.kind {
-                    WindowKind::Tumbling { size, offset } => {
-                        quote!(#rt::window::WindowKind::Tumbling { size: #size, offset: #offset })
-                    }
-                    WindowKind::Sliding { size, slide } => {
-                        quote!(#rt::window::WindowKind::Sliding { size: #size, slide: #slide })
-                    }
-                    WindowKind::Session { gap } => {
-                        quote!(#rt::window::WindowKind::Session { gap: #gap })
-                    }
-                };
-                let lateness = w.allowed_lateness;
-                job_fields.push(quote! {
-                    #op: #rt::window::WindowOperator<#k, #a>,
-                    #buf: ::std::vec::Vec<#rt::window::Emission<#k, #o>>,
-                    #seq: u64,
-                });
-                job_init.push(quote! {
-                    #op: #rt::window::WindowOperator::new(#rt::window::WindowSpec {
-                        kind: #kind,
-                        allowed_lateness: #lateness,
-                    }),
-                    #buf: ::std::vec::Vec::new(),
-                    #seq: 0,
-                });
-            }
+            let Some(w) = &f.window else { continue };
+            let (op, op_ty) = (op_ident(i), op_type_ident(i));
+            let (k, a) = (key_ident(i), acc_ident(i));
+            let kind = match w.kind {
+                WindowKind::Tumbling { size, offset } => {
+                    quote!(#rt::window::WindowKind::Tumbling { size: #size, offset: #offset })
+                }
+                WindowKind::Sliding { size, slide } => {
+                    quote!(#rt::window::WindowKind::Sliding { size: #size, slide: #slide })
+                }
+                WindowKind::Session { gap } => {
+                    quote!(#rt::window::WindowKind::Session { gap: #gap })
+                }
+            };
+            let lateness = w.allowed_lateness;
+            let name = &f.name;
+            let description = layout_description(f);
+            let alignment = if f.aligned {
+                let s = ir::root_source(plan, i);
+                quote!(#rt::state::Alignment::Partition { source: #s })
+            } else {
+                quote!(#rt::state::Alignment::Task)
+            };
+            items.push(quote! {
+                type #op_ty = #rt::state::Groups<#rt::window::WindowOperator<#k, #a>>;
+            });
+            job_fields.push(quote!(#op: #op_ty,));
+            job_init.push(quote! {
+                #op: #rt::state::Groups::new(
+                    #alignment,
+                    #rt::state::Layout { name: #name, description: #description.to_string() },
+                    |_| #rt::window::WindowOperator::with_backend(
+                        #rt::window::WindowSpec { kind: #kind, allowed_lateness: #lateness },
+                        #rt::state::Memory { tracking: #tracking },
+                    ),
+                ),
+            });
         }
         let mut methods = Vec::new();
+        let mut fns = Vec::new();
         for st in &fused.stages {
-            methods.push(self.stage(st)?);
+            match st.input {
+                StageInput::Source(_) => methods.push(self.stage(st)?),
+                StageInput::WindowOutput(_) => fns.push(self.stage(st)?),
+            }
         }
         for (i, f) in plan.flows.iter().enumerate() {
             if f.window.is_some() {
-                methods.push(self.emit_fn(i, f)?);
-                methods.push(advance_fn(i));
+                fns.push(self.emit_fn(i, f)?);
+                methods.push(advance_fn(plan, i, f.aligned));
             }
         }
-        let rt = rt();
         let src_arms = (0..plan.sources.len()).map(|i| {
             let f = format_ident!("stage_source{}", i);
             quote!(#i => self.#f(rec, ctx),)
         });
-        let wm_arms = (0..plan.sources.len()).map(|s| {
-            let calls = plan
-                .flows
+        let windows_of = |s: usize, aligned: bool| {
+            plan.flows
                 .iter()
                 .enumerate()
-                .filter(|(i, f)| f.window.is_some() && ir::root_source(plan, *i) == s)
-                .map(|(i, _)| {
-                    let adv = format_ident!("advance{}", i);
-                    quote!(self.#adv(wm, ctx);)
-                });
+                .filter(move |(i, f)| {
+                    f.window.is_some() && f.aligned == aligned && ir::root_source(plan, *i) == s
+                })
+                .map(|(i, _)| i)
+        };
+        let wm_arms = (0..plan.sources.len()).map(|s| {
+            let calls = windows_of(s, false).map(|i| {
+                let adv = format_ident!("advance{}", i);
+                quote!(self.#adv(wm, ctx);)
+            });
+            quote!(#s => { #(#calls)* })
+        });
+        let part_wm_arms = (0..plan.sources.len()).map(|s| {
+            let calls = windows_of(s, true).map(|i| {
+                let adv = format_ident!("advance{}", i);
+                quote!(self.#adv(partition, wm, ctx);)
+            });
             quote!(#s => { #(#calls)* })
         });
         let held_arms = (0..plan.sources.len()).map(|s| {
@@ -236,18 +259,25 @@ impl<'p> Gen<'p> {
                 .iter()
                 .enumerate()
                 .filter(|(i, f)| f.window.is_some() && ir::root_source(plan, *i) == s)
-                .map(|(i, _)| {
+                .map(|(i, f)| {
                     let op = op_ident(i);
                     let shift = upstream_extent(plan, i);
+                    // An aligned flow holds records of a partition in that partition's
+                    // state only.
+                    let part = if f.aligned {
+                        quote!(::std::option::Option::Some(partition))
+                    } else {
+                        quote!(::std::option::Option::None)
+                    };
                     match shift {
                         Some(d) => quote! {
-                            if let ::std::option::Option::Some(t) = self.#op.oldest_held_start() {
+                            if let ::std::option::Option::Some(t) = self.#op.held_from(#part) {
                                 held = held.min(t.saturating_sub(#d));
                             }
                         },
                         // Below a session window, results can stand for any span of input.
                         None => quote! {
-                            if self.#op.oldest_held_start().is_some() {
+                            if self.#op.held_from(#part).is_some() {
                                 held = i64::MIN;
                             }
                         },
@@ -255,6 +285,15 @@ impl<'p> Gen<'p> {
                 });
             quote!(#s => { let mut held = i64::MAX; #(#parts)* held })
         });
+        let state_refs = plan
+            .flows
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.window.is_some())
+            .map(|(i, _)| {
+                let op = op_ident(i);
+                quote!(&mut self.#op as &mut dyn #rt::state::GroupState)
+            });
         let job_spec = self.job_spec_fn()?;
         let main = if with_main {
             quote! {
@@ -275,7 +314,7 @@ impl<'p> Gen<'p> {
 
             #(#items)*
 
-            /// The job: window state of every windowed flow.
+            /// The job: the state of every windowed flow, by key group.
             struct Job {
                 #(#job_fields)*
             }
@@ -286,6 +325,8 @@ impl<'p> Gen<'p> {
                 }
                 #(#methods)*
             }
+
+            #(#fns)*
 
             impl #rt::Pipeline for Job {
                 fn on_record(
@@ -307,11 +348,28 @@ impl<'p> Gen<'p> {
                     }
                 }
 
-                fn held_from(&self, src: usize) -> i64 {
+                fn on_partition_watermark(
+                    &mut self,
+                    src: usize,
+                    partition: u32,
+                    wm: i64,
+                    ctx: &mut #rt::Context,
+                ) {
+                    match src {
+                        #(#part_wm_arms)*
+                        _ => {}
+                    }
+                }
+
+                fn held_from(&self, src: usize, partition: u32) -> i64 {
                     match src {
                         #(#held_arms)*
                         _ => i64::MAX,
                     }
+                }
+
+                fn state(&mut self) -> ::std::vec::Vec<&mut dyn #rt::state::GroupState> {
+                    ::std::vec![#(#state_refs),*]
                 }
             }
 
@@ -389,7 +447,7 @@ impl<'p> Gen<'p> {
                 quote!(#[serde(rename = #json)] #id: #ty,)
             });
             quote! {
-                #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize)]
+                #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize)]
                 struct #key { #(#fields)* }
             }
         };
@@ -460,6 +518,29 @@ impl<'p> Gen<'p> {
             let t = e.ty.map(owned_ty).unwrap_or_else(|| quote!(()));
             quote!(#[serde(rename = #name)] #id: ::std::option::Option<#t>,)
         });
+        // The values of one event that the accumulators take (`Accumulate::Input`).
+        let input = input_ident(i);
+        let mut in_fields = Vec::new();
+        let mut in_binds = Vec::new();
+        let mut updates = Vec::new();
+        for (j, a) in agg.accs.iter().enumerate() {
+            let (id, x) = (format_ident!("a{}", j), format_ident!("x{}", j));
+            let arg_ty = a.arg.as_ref().and_then(|e| e.ty);
+            if a.arg.is_some() {
+                let t = match arg_ty {
+                    Some(Type::String) => quote!(::std::borrow::Cow<'a, str>),
+                    Some(t) => val_ty(t),
+                    None => quote!(()),
+                };
+                in_fields.push(quote!(#x: ::std::option::Option<#t>,));
+                in_binds.push(if arg_ty == Some(Type::String) {
+                    quote!(let #x = &input.#x;)
+                } else {
+                    quote!(let #x = input.#x;)
+                });
+            }
+            updates.push(update_code(a, &id, &x, arg_ty));
+        }
         let mk_fields = f.key_by.iter().enumerate().map(|(j, k)| {
             let id = format_ident!("k{}", j);
             let json = &k.name;
@@ -469,11 +550,25 @@ impl<'p> Gen<'p> {
         Ok(quote! {
             #key_struct
 
-            #[derive(Default, Clone)]
+            #[derive(Default, Clone, ::serde::Serialize, ::serde::Deserialize)]
             struct #acc { #(#acc_fields)* }
 
             #[derive(Clone, Debug, PartialEq)]
             struct #accout { #(#out_fields)* }
+
+            struct #input<'a> {
+                #(#in_fields)*
+                _borrow: ::std::marker::PhantomData<&'a ()>,
+            }
+
+            impl #rt::window::Accumulate for #acc {
+                type Input<'a> = #input<'a>;
+                fn add(&mut self, ts: i64, seq: u64, input: &#input<'_>) {
+                    let acc = self;
+                    #(#in_binds)*
+                    #(#updates)*
+                }
+            }
 
             impl #rt::window::Aggregator for #acc {
                 type Output = #accout;
@@ -579,7 +674,9 @@ impl<'p> Gen<'p> {
                 }
                 let et = format_ident!("f{}", src.event_time);
                 let payload = quote!(rec.payload);
-                let flows = self.flows(&st.flows, &env, &payload)?;
+                let partition = quote!(rec.partition);
+                let flows = self.flows(&st.flows, &env, &payload, &partition)?;
+                let ops = ops_pattern(&stage_windows(self.plan, st));
                 Ok(quote! {
                     /// Fused stage: every flow reading this source, per record.
                     fn #fname(
@@ -587,6 +684,7 @@ impl<'p> Gen<'p> {
                         rec: &#rt::Record<'_>,
                         ctx: &mut #rt::Context,
                     ) -> ::std::option::Option<i64> {
+                        #ops
                         let ev: #ev<'_> = match ::serde_json::from_slice(rec.payload) {
                             ::std::result::Result::Ok(ev) => ev,
                             ::std::result::Result::Err(e) => {
@@ -671,10 +769,13 @@ impl<'p> Gen<'p> {
                     )));
                 }
                 let payload = quote!(&::serde_json::to_vec(row).unwrap_or_default());
-                let flows = self.flows(&st.flows, &env, &payload)?;
+                // Flows reading a window's results follow the task watermark: key group 0.
+                let partition = quote!(0u32);
+                let flows = self.flows(&st.flows, &env, &payload, &partition)?;
+                let params = ops_params(&downstream_windows(self.plan, p));
                 Ok(quote! {
                     /// Fused stage: every flow reading the results of a window.
-                    fn #fname(&mut self, row: &#out, ctx: &mut #rt::Context) {
+                    fn #fname(row: &#out, ctx: &mut #rt::Context #(, #params)*) {
                         let ts: i64 = row.window_end.saturating_sub(1);
                         #(#binds)*
                         #flows
@@ -689,10 +790,11 @@ impl<'p> Gen<'p> {
         flows: &[FusedFlow],
         env: &Env,
         payload: &TokenStream,
+        partition: &TokenStream,
     ) -> Result<TokenStream, CodegenError> {
         let mut out = Vec::new();
         for ff in flows {
-            out.push(self.flow(ff, env, payload)?);
+            out.push(self.flow(ff, env, payload, partition)?);
         }
         Ok(quote!(#(#out)*))
     }
@@ -703,6 +805,7 @@ impl<'p> Gen<'p> {
         ff: &FusedFlow,
         env: &Env,
         payload: &TokenStream,
+        partition: &TokenStream,
     ) -> Result<TokenStream, CodegenError> {
         let rt = rt();
         let plan = self.plan;
@@ -774,9 +877,11 @@ impl<'p> Gen<'p> {
                         );
                     });
                 }
-                body.push(self.flows(children, &env, payload)?);
+                body.push(self.flows(children, &env, payload, partition)?);
             }
-            FlowEnd::Accumulate => body.push(self.accumulate(ff.flow, f, &env, payload)?),
+            FlowEnd::Accumulate => {
+                body.push(self.accumulate(ff.flow, f, &env, payload, partition)?)
+            }
         }
         Ok(quote!(#label: { #(#body)* }))
     }
@@ -787,7 +892,9 @@ impl<'p> Gen<'p> {
         f: &FlowPlan,
         env: &Env,
         payload: &TokenStream,
+        partition: &TokenStream,
     ) -> Result<TokenStream, CodegenError> {
+        let rt = rt();
         let agg = f
             .aggregate
             .as_ref()
@@ -812,45 +919,27 @@ impl<'p> Gen<'p> {
             quote!(#key_ty { #(#fields)* })
         };
         let mut args = Vec::new();
-        let mut updates = Vec::new();
         for (j, a) in agg.accs.iter().enumerate() {
-            let id = format_ident!("a{}", j);
             let x = format_ident!("x{}", j);
             if let Some(e) = &a.arg {
                 let g = ExprGen { env, accs: None };
-                let ty = e.ty;
-                let v = g.expr(e, ty)?;
-                let vt = ty.map(val_ty).unwrap_or_else(|| quote!(()));
-                args.push(quote!(let #x: ::std::option::Option<#vt> = #v;));
+                let v = g.expr(e, e.ty)?;
+                args.push(quote!(#x: #v,));
             }
-            let arg_ty = a.arg.as_ref().and_then(|e| e.ty);
-            updates.push(update_code(a, &id, &x, arg_ty));
         }
-        let (op, buf, seq, emit) = (op_ident(i), buf_ident(i), seq_ident(i), emit_ident(i));
-        let acc = acc_ident(i);
+        let (op, emit, input) = (op_ident(i), emit_ident(i), input_ident(i));
+        let down = ops_args(&downstream_windows(self.plan, i));
         let late = match f.late {
             Some(s) => quote!(::std::option::Option::Some(#s)),
             None => quote!(::std::option::Option::None),
         };
         Ok(quote! {
             let key: #key_ty = #key;
-            #(#args)*
-            let seq = self.#seq;
-            self.#seq = self.#seq.wrapping_add(1);
-            let mut buf = ::std::mem::take(&mut self.#buf);
-            let live = self.#op.process(
-                &key,
-                ts,
-                |acc: &mut #acc| { #(#updates)* },
-                &mut buf,
-            );
-            if !live {
+            let input = #input { #(#args)* _borrow: ::std::marker::PhantomData };
+            let verdict = #op.process(#partition, ts, (&key, input), &mut |e| #emit(e, ctx #(, #down)*));
+            if verdict == #rt::state::Verdict::TooLate {
                 ctx.late(#i, #late, #payload);
             }
-            for e in buf.drain(..) {
-                self.#emit(e, ctx);
-            }
-            self.#buf = buf;
         })
     }
 
@@ -927,9 +1016,11 @@ impl<'p> Gen<'p> {
         };
         let sinks = window_sinks(self.plan, i);
         let has_readers = ir::readers(self.plan, Input::Flow(i)).next().is_some();
+        let down = downstream_windows(self.plan, i);
+        let (params, args) = (ops_params(&down), ops_args(&down));
         let downstream = if has_readers {
             let st = format_ident!("stage_window{}", i);
-            quote!(self.#st(&row, ctx);)
+            quote!(#st(&row, ctx #(, #args)*);)
         } else {
             quote!()
         };
@@ -947,7 +1038,7 @@ impl<'p> Gen<'p> {
             }
         };
         Ok(quote! {
-            fn #emit(&mut self, e: #rt::window::Emission<#key_ty, #accout>, ctx: &mut #rt::Context) {
+            fn #emit(e: #rt::window::Emission<#key_ty, #accout>, ctx: &mut #rt::Context #(, #params)*) {
                 #key_bind
                 #(#binds)*
                 let row = #out {
@@ -970,7 +1061,7 @@ impl<'p> Gen<'p> {
         let name = &plan.name;
         let mut dead: Vec<SinkKind> = Vec::new();
         let mut sources = Vec::new();
-        for s in &plan.sources {
+        for (si, s) in plan.sources.iter().enumerate() {
             let dl = plan
                 .dead_letter
                 .clone()
@@ -1025,6 +1116,7 @@ impl<'p> Gen<'p> {
                     group_id,
                     start,
                     properties,
+                    partitioned_by: _, // in `groups` below
                 } => {
                     let start = match start {
                         KafkaStart::Earliest => quote!(#rt::source::KafkaStart::Earliest),
@@ -1041,12 +1133,27 @@ impl<'p> Gen<'p> {
             };
             let ooo = s.max_out_of_orderness;
             let idle = opt(s.idle_timeout.map(|t| quote!(#t)));
+            let partitioned_by: Vec<&String> = match &s.kind {
+                SourceKind::Kafka { partitioned_by, .. } => partitioned_by.iter().collect(),
+                SourceKind::File { .. } | SourceKind::Datagen(_) => Vec::new(),
+            };
+            let stateful = |aligned: bool| {
+                plan.flows.iter().enumerate().any(|(i, f)| {
+                    f.window.is_some() && f.aligned == aligned && ir::root_source(plan, i) == si
+                })
+            };
+            let (parts, task) = (stateful(true), stateful(false));
             sources.push(quote!(#rt::source::SourceSpec {
                 name: #sname,
                 kind: #kind,
                 max_out_of_orderness: #ooo,
                 idle_timeout: #idle,
                 dead_letter: #idx,
+                groups: #rt::source::SourceGroups {
+                    partitioned_by: vec![#(#partitioned_by),*],
+                    partitions: #parts,
+                    task: #task,
+                },
             }));
         }
         let sink_spec = |name: &str, k: &SinkKind| -> Result<TokenStream, CodegenError> {
@@ -1213,23 +1320,149 @@ impl Gen<'_> {
     }
 }
 
-fn advance_fn(i: usize) -> TokenStream {
+fn advance_fn(plan: &Plan, i: usize, aligned: bool) -> TokenStream {
     let rt = rt();
     let (op, emit, adv) = (op_ident(i), emit_ident(i), format_ident!("advance{}", i));
-    // The operator is moved out while it fires, so each emission goes downstream as
-    // it is made (no buffer of a whole window's rows); nothing downstream of a window
-    // reads that window's operator (the flow graph has no cycles).
-    quote! {
-        fn #adv(&mut self, wm: i64, ctx: &mut #rt::Context) {
-            if wm <= self.#op.watermark() {
-                return;
+    let down = downstream_windows(plan, i);
+    let mut mine = vec![i];
+    mine.extend(&down);
+    let ops = ops_pattern(&mine);
+    let args = ops_args(&down);
+    // Each emission goes downstream as it is made (no buffer of a whole window's rows):
+    // the operator and the windows below it are disjoint fields of the job (the flow
+    // graph has no cycles), borrowed side by side.
+    if aligned {
+        quote! {
+            fn #adv(&mut self, partition: u32, wm: i64, ctx: &mut #rt::Context) {
+                #ops
+                #op.advance_partition(partition, wm, &mut |e| #emit(e, ctx #(, #args)*));
             }
-            let idle = #rt::window::WindowOperator::new(self.#op.spec());
-            let mut op = ::std::mem::replace(&mut self.#op, idle);
-            op.advance_with(wm, |e| self.#emit(e, ctx));
-            self.#op = op;
+        }
+    } else {
+        quote! {
+            fn #adv(&mut self, wm: i64, ctx: &mut #rt::Context) {
+                #ops
+                #op.advance_task(wm, &mut |e| #emit(e, ctx #(, #args)*));
+            }
         }
     }
+}
+
+/// The windowed flows that the results of flow `i` reach, through any flows reading
+/// it, in plan order: the window state its emissions are processed into.
+fn downstream_windows(plan: &Plan, i: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut todo: Vec<usize> = ir::readers(plan, Input::Flow(i)).collect();
+    while let Some(f) = todo.pop() {
+        if plan.flows[f].window.is_some() && !out.contains(&f) {
+            out.push(f);
+        }
+        todo.extend(ir::readers(plan, Input::Flow(f)));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The windowed flows a fused stage touches: those it accumulates into and those their
+/// results reach.
+fn stage_windows(plan: &Plan, st: &ir::Stage) -> Vec<usize> {
+    fn walk(plan: &Plan, ff: &FusedFlow, out: &mut Vec<usize>) {
+        match &ff.end {
+            FlowEnd::Emit { children } => {
+                for c in children {
+                    walk(plan, c, out);
+                }
+            }
+            FlowEnd::Accumulate => {
+                out.push(ff.flow);
+                out.extend(downstream_windows(plan, ff.flow));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for ff in &st.flows {
+        walk(plan, ff, &mut out);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// `let Job { window0, window2, .. } = self;` (nothing when `ops` is empty).
+fn ops_pattern(ops: &[usize]) -> TokenStream {
+    if ops.is_empty() {
+        return quote!();
+    }
+    let names = ops.iter().map(|&i| op_ident(i));
+    quote!(let Job { #(#names,)* .. } = self;)
+}
+
+/// `window2: &mut Op2, ...` parameters.
+fn ops_params(ops: &[usize]) -> Vec<TokenStream> {
+    ops.iter()
+        .map(|&i| {
+            let (op, ty) = (op_ident(i), op_type_ident(i));
+            quote!(#op: &mut #ty)
+        })
+        .collect()
+}
+
+/// `window2, ...` arguments.
+fn ops_args(ops: &[usize]) -> Vec<TokenStream> {
+    ops.iter()
+        .map(|&i| {
+            let op = op_ident(i);
+            quote!(#op)
+        })
+        .collect()
+}
+
+/// What a checkpoint of flow `f`'s window state depends on: the window kind and its
+/// parameters, the key's fields and types, the accumulators and their types, and the
+/// runtime's encoding version of window state. A spec change that leaves it alone (a
+/// filter, a sink, allowed lateness) restores checkpoints; any other refuses them,
+/// naming what changed.
+fn layout_description(f: &FlowPlan) -> String {
+    let window = match f.window.map(|w| w.kind) {
+        Some(WindowKind::Tumbling { size, offset }) => {
+            format!("tumbling {size} ms offset {offset} ms")
+        }
+        Some(WindowKind::Sliding { size, slide }) => format!("sliding {size} ms by {slide} ms"),
+        Some(WindowKind::Session { gap }) => format!("session gap {gap} ms"),
+        None => "none".to_string(),
+    };
+    let key: Vec<String> = f
+        .key_by
+        .iter()
+        .map(|k| {
+            format!(
+                "{} {}{}",
+                k.name,
+                k.ty.name(),
+                if k.nullable { "?" } else { "" }
+            )
+        })
+        .collect();
+    let accs: Vec<String> = f
+        .aggregate
+        .iter()
+        .flat_map(|a| &a.accs)
+        .map(|a| {
+            let arg = a
+                .arg
+                .as_ref()
+                .and_then(|e| e.ty)
+                .map(Type::name)
+                .unwrap_or("-");
+            format!("{:?}({arg})->{}", a.func, a.ty.name())
+        })
+        .collect();
+    format!(
+        "window state v1; {window}; key ({}); accumulators ({})",
+        key.join(", "),
+        accs.join(", ")
+    )
 }
 
 /// How far back in source event time the windows above flow `i` reach: an input
@@ -1416,11 +1649,11 @@ fn key_to_value(field: TokenStream, t: Type, nullable: bool) -> TokenStream {
 fn op_ident(i: usize) -> Ident {
     format_ident!("window{}", i)
 }
-fn buf_ident(i: usize) -> Ident {
-    format_ident!("emitted{}", i)
+fn op_type_ident(i: usize) -> Ident {
+    format_ident!("Op{}", i)
 }
-fn seq_ident(i: usize) -> Ident {
-    format_ident!("arrivals{}", i)
+fn input_ident(i: usize) -> Ident {
+    format_ident!("In{}", i)
 }
 fn emit_ident(i: usize) -> Ident {
     format_ident!("emit{}", i)

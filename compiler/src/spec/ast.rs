@@ -70,6 +70,8 @@ pub enum SourceKindDecl {
         group_id: Option<String>,
         start: KafkaStart,
         properties: Vec<(String, String)>,
+        /// The fields the topic's producers partition by (empty: not declared).
+        partitioned_by: Vec<Spanned<String>>,
     },
     /// As written (relative paths are resolved by `check`).
     File {

@@ -21,6 +21,13 @@
 //! a record of it arrives or its (cached) high watermark grows past the one seen at the
 //! event. Unlike `position >= high watermark`, this is right when a partition ends in
 //! transaction markers, which take offsets but are never delivered.
+//!
+//! Exactly-once mode (`KafkaEnv::transactional_id`): the source commits nothing itself
+//! (neither `Source::commit` nor at a revocation): the consumed offsets are committed
+//! by the epoch's transaction, with the checkpoint reference as their metadata. The
+//! driver reaches the consumer through [`ConsumerControl`] (`Source::kafka`): the
+//! group metadata for `send_offsets_to_transaction`, the committed offsets with their
+//! metadata (which checkpoint to restore) and seeks (a rollback).
 
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,10 +39,13 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
-use super::{DELIVERY_TIMEOUT, KafkaEnv, OffsetTracker};
+use super::{
+    Committed, ConsumerControl, ConsumerError, DELIVERY_TIMEOUT, GroupMetadata, KafkaEnv,
+    OffsetTracker,
+};
 use crate::source::{
-    Batch, KafkaSourceSpec, PartitionChange, PartitionStats, Poll, PollLimits, Processed, Source,
-    SourceError,
+    Batch, CommitMetadata, KafkaSourceSpec, PartitionChange, PartitionStats, Poll, PollLimits,
+    Processed, Source, SourceError,
 };
 
 /// How often the cached high watermarks are read (lag, caught-up).
@@ -62,6 +72,8 @@ struct State {
     held_from: i64,
     /// Assignments and revocations not yet handed to the driver.
     changes: Vec<PartitionChange>,
+    /// The metadata of the last `Source::commit`, for the commits of revocations.
+    metadata: CommitMetadata,
 }
 
 impl Shared {
@@ -76,6 +88,8 @@ pub(crate) struct SourceContext {
     topic: String,
     shared: Arc<Shared>,
     env: KafkaEnv,
+    /// Exactly-once: offsets are committed by transactions, never here.
+    exactly_once: bool,
 }
 
 impl ClientContext for SourceContext {
@@ -103,10 +117,10 @@ impl SourceContext {
     /// delivered (else not at all: the next owner then reads more again, which is
     /// at-least-once; committing could lose results).
     fn commit_revoked(&self, consumer: &BaseConsumer<SourceContext>, parts: &[u32]) {
-        if self.shared.frozen.load(Ordering::Acquire) {
+        if self.exactly_once || self.shared.frozen.load(Ordering::Acquire) {
             return;
         }
-        let offsets: Vec<(u32, u64)> = {
+        let (offsets, metadata): (Vec<(u32, u64)>, CommitMetadata) = {
             let mut st = self.shared.lock();
             let held_from = st.held_from;
             let mut offsets = Vec::with_capacity(parts.len());
@@ -118,7 +132,7 @@ impl SourceContext {
                     offsets.push((p, o));
                 }
             }
-            offsets
+            (offsets, st.metadata.clone())
         };
         if offsets.is_empty() {
             return;
@@ -132,7 +146,7 @@ impl SourceContext {
             );
             return;
         }
-        let tpl = match tpl_of(&self.topic, &offsets) {
+        let tpl = match tpl_of(&self.topic, &offsets, &metadata) {
             Ok(tpl) => tpl,
             Err(e) => {
                 tracing::warn!(source = self.source, error = %e, "cannot build the commit");
@@ -259,14 +273,73 @@ fn commit_async(
     }
 }
 
-fn tpl_of(topic: &str, offsets: &[(u32, u64)]) -> Result<TopicPartitionList, KafkaError> {
+/// The offsets of `topic` as a partition list, each with its `metadata` (if any).
+fn tpl_of(
+    topic: &str,
+    offsets: &[(u32, u64)],
+    metadata: &CommitMetadata,
+) -> Result<TopicPartitionList, KafkaError> {
     let mut tpl = TopicPartitionList::with_capacity(offsets.len());
     for &(p, o) in offsets {
+        let md = metadata.get(&p).filter(|m| !m.is_empty());
         let p = i32::try_from(p).unwrap_or(i32::MAX);
         let o = i64::try_from(o).unwrap_or(i64::MAX);
-        tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
+        let mut e = tpl.add_partition(topic, p);
+        e.set_offset(Offset::Offset(o))?;
+        if let Some(md) = md {
+            e.set_metadata(md);
+        }
     }
     Ok(tpl)
+}
+
+/// One element of a partition list, read without rdkafka's accessors (its `metadata`
+/// panics on bytes that are not UTF-8, which another client may have committed).
+struct RawElem {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    metadata: String,
+    error: RDKafkaErrorCode,
+}
+
+fn raw_elems(tpl: &TopicPartitionList) -> Vec<RawElem> {
+    // SAFETY: `tpl.ptr()` is a valid list owned by `tpl` for this borrow; `elems` has
+    // `cnt` initialized elements; each `topic` is a NUL-terminated string and
+    // `metadata` points to `metadata_size` bytes (or is null); all are only read.
+    unsafe {
+        let list = &*tpl.ptr();
+        let n = usize::try_from(list.cnt).unwrap_or(0);
+        if list.elems.is_null() || n == 0 {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts(list.elems, n)
+            .iter()
+            .map(|e| {
+                let topic = if e.topic.is_null() {
+                    String::new()
+                } else {
+                    std::ffi::CStr::from_ptr(e.topic)
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                let metadata = if e.metadata.is_null() || e.metadata_size == 0 {
+                    String::new()
+                } else {
+                    let bytes =
+                        std::slice::from_raw_parts(e.metadata.cast::<u8>(), e.metadata_size);
+                    String::from_utf8_lossy(bytes).into_owned()
+                };
+                RawElem {
+                    topic,
+                    partition: e.partition,
+                    offset: e.offset,
+                    metadata,
+                    error: e.err.into(),
+                }
+            })
+            .collect()
+    }
 }
 
 /// What the source knows of one partition.
@@ -301,6 +374,9 @@ impl Part {
 pub(crate) struct KafkaSource {
     name: &'static str,
     topic: String,
+    group_id: String,
+    /// Exactly-once: offsets are committed by transactions, never by `commit`.
+    exactly_once: bool,
     topic_c: CString,
     consumer: BaseConsumer<SourceContext>,
     shared: Arc<Shared>,
@@ -334,6 +410,7 @@ impl KafkaSource {
                 offsets: OffsetTracker::new(),
                 held_from: i64::MIN,
                 changes: Vec::new(),
+                metadata: CommitMetadata::new(),
             }),
         });
         let context = SourceContext {
@@ -341,6 +418,7 @@ impl KafkaSource {
             topic: spec.topic.clone(),
             shared: Arc::clone(&shared),
             env: env.clone(),
+            exactly_once: env.exactly_once(),
         };
         let mut consumer: BaseConsumer<SourceContext> =
             cc.create_with_context(context).map_err(|e| {
@@ -376,6 +454,8 @@ impl KafkaSource {
         Ok(KafkaSource {
             name,
             topic: spec.topic.clone(),
+            group_id: cc.get("group.id").unwrap_or_default().to_string(),
+            exactly_once: env.exactly_once(),
             topic_c,
             consumer,
             shared,
@@ -664,19 +744,25 @@ impl Source for KafkaSource {
         }
     }
 
-    fn commit(&mut self, held_from: i64, sync: bool) -> Result<(), SourceError> {
-        if self.shared.frozen.load(Ordering::Acquire) {
+    fn commit(
+        &mut self,
+        held_from: i64,
+        sync: bool,
+        metadata: &CommitMetadata,
+    ) -> Result<(), SourceError> {
+        if self.exactly_once || self.shared.frozen.load(Ordering::Acquire) {
             return Ok(());
         }
         let offsets = {
             let mut st = self.shared.lock();
             st.held_from = held_from;
+            st.metadata.clone_from(metadata);
             st.offsets.to_commit(held_from, sync)
         };
         if offsets.is_empty() {
             return Ok(());
         }
-        let tpl = tpl_of(&self.topic, &offsets)
+        let tpl = tpl_of(&self.topic, &offsets, metadata)
             .map_err(|e| SourceError::msg(format!("cannot build an offset commit: {e}")))?;
         let result = if sync {
             self.consumer.commit(&tpl, CommitMode::Sync)
@@ -711,6 +797,10 @@ impl Source for KafkaSource {
         self.shared.frozen.store(true, Ordering::Release);
     }
 
+    fn kafka(&mut self) -> Option<&mut dyn ConsumerControl> {
+        Some(self)
+    }
+
     fn partition_stats(&self, out: &mut Vec<PartitionStats>) {
         let st = self.shared.lock();
         for (p, part) in self.parts.iter().enumerate() {
@@ -730,5 +820,189 @@ impl Source for KafkaSource {
                     .map(|o| i64::try_from(o).unwrap_or(i64::MAX)),
             });
         }
+    }
+}
+
+impl KafkaSource {
+    fn timed_out_or_failed(
+        &self,
+        what: &'static str,
+        e: &KafkaError,
+        timeout: Duration,
+    ) -> ConsumerError {
+        match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut) => {
+                ConsumerError::TimedOut {
+                    what,
+                    topic: self.topic.clone(),
+                    group: self.group_id.clone(),
+                    timeout,
+                }
+            }
+            _ => self.failed(what, e.to_string()),
+        }
+    }
+
+    fn failed(&self, what: &'static str, message: String) -> ConsumerError {
+        ConsumerError::Failed {
+            what,
+            topic: self.topic.clone(),
+            group: self.group_id.clone(),
+            message,
+        }
+    }
+
+    fn partition_list(&self, partitions: &[u32]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for &p in partitions {
+            tpl.add_partition(&self.topic, i32::try_from(p).unwrap_or(i32::MAX));
+        }
+        tpl
+    }
+}
+
+impl ConsumerControl for KafkaSource {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    fn group_metadata(&self) -> Result<GroupMetadata, ConsumerError> {
+        let not_in_group = || ConsumerError::NotInGroup {
+            topic: self.topic.clone(),
+            group: self.group_id.clone(),
+        };
+        if !self.shared.assigned_once.load(Ordering::Acquire) {
+            return Err(not_in_group());
+        }
+        let native = self.consumer.group_metadata().ok_or_else(not_in_group)?;
+        // rdkafka hides the fields: read them from a second copy (a request to
+        // librdkafka's group thread, no broker round trip).
+        use rdkafka::bindings as rd;
+        // SAFETY: the client pointer is valid while `self.consumer` lives; the copy is
+        // checked for null, its strings are read (copied) before it is destroyed once.
+        let (member_id, generation) = unsafe {
+            let raw = rd::rd_kafka_consumer_group_metadata(self.consumer.client().native_ptr());
+            if raw.is_null() {
+                return Err(not_in_group());
+            }
+            let member = rd::rd_kafka_consumer_group_metadata_member_id(raw);
+            let member = if member.is_null() {
+                String::new()
+            } else {
+                std::ffi::CStr::from_ptr(member)
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            let generation = rd::rd_kafka_consumer_group_metadata_generation_id(raw);
+            rd::rd_kafka_consumer_group_metadata_destroy(raw);
+            (member, generation)
+        };
+        if generation < 0 || member_id.is_empty() {
+            // Offsets sent with no generation would not be fenced (KIP-447).
+            return Err(not_in_group());
+        }
+        Ok(GroupMetadata {
+            native: Arc::new(native),
+            group_id: self.group_id.clone(),
+            member_id,
+            generation,
+        })
+    }
+
+    fn committed(
+        &self,
+        partitions: &[u32],
+        timeout: Duration,
+    ) -> Result<Vec<Committed>, ConsumerError> {
+        const WHAT: &str = "reading the committed offsets";
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let got = self
+            .consumer
+            .committed_offsets(self.partition_list(partitions), timeout)
+            .map_err(|e| self.timed_out_or_failed(WHAT, &e, timeout))?;
+        let elems = raw_elems(&got);
+        partitions
+            .iter()
+            .map(|&p| {
+                let e = elems
+                    .iter()
+                    .find(|e| e.topic == self.topic && u32::try_from(e.partition) == Ok(p))
+                    .ok_or_else(|| self.failed(WHAT, format!("no answer for partition {p}")))?;
+                if e.error != RDKafkaErrorCode::NoError {
+                    return Err(self.failed(WHAT, format!("partition {p}: {}", e.error)));
+                }
+                Ok(Committed {
+                    partition: p,
+                    offset: u64::try_from(e.offset).ok(),
+                    metadata: e.metadata.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn seek(&mut self, offsets: &[(u32, u64)], timeout: Duration) -> Result<(), ConsumerError> {
+        const WHAT: &str = "seeking";
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        if let Some(&(p, _)) = offsets
+            .iter()
+            .find(|(p, _)| !self.parts.get(*p as usize).is_some_and(|s| s.assigned))
+        {
+            return Err(ConsumerError::NotAssigned {
+                topic: self.topic.clone(),
+                partition: p,
+            });
+        }
+        let tpl = tpl_of(&self.topic, offsets, &CommitMetadata::new())
+            .map_err(|e| self.failed(WHAT, e.to_string()))?;
+        let result = self
+            .consumer
+            .seek_partitions(tpl, timeout)
+            .map_err(|e| self.timed_out_or_failed(WHAT, &e, timeout))?;
+        if let Some(e) = raw_elems(&result)
+            .into_iter()
+            .find(|e| e.error != RDKafkaErrorCode::NoError)
+        {
+            return match e.error {
+                RDKafkaErrorCode::OperationTimedOut => Err(ConsumerError::TimedOut {
+                    what: WHAT,
+                    topic: self.topic.clone(),
+                    group: self.group_id.clone(),
+                    timeout,
+                }),
+                other => Err(self.failed(WHAT, format!("partition {}: {other}", e.partition))),
+            };
+        }
+        // Tracking starts afresh at the new position (offsets of records processed
+        // before the seek are not this epoch's).
+        let mut st = self.shared.lock();
+        for &(p, _) in offsets {
+            st.offsets.assign(p);
+            if let Some(part) = self.parts.get_mut(p as usize) {
+                *part = Part {
+                    assigned: true,
+                    ..Part::default()
+                };
+            }
+        }
+        drop(st);
+        tracing::info!(source = self.name, topic = %self.topic, offsets = ?offsets, "partitions sought");
+        Ok(())
+    }
+
+    fn positions(&self) -> Vec<(u32, u64)> {
+        let st = self.shared.lock();
+        let assigned: Vec<u32> = st.offsets.assigned().collect();
+        assigned
+            .into_iter()
+            .filter_map(|p| st.offsets.position(p).map(|o| (p, o)))
+            .collect()
     }
 }

@@ -16,8 +16,15 @@
 //! - Sink (`producer.rs`): one idempotent `BaseProducer` per distinct set of properties,
 //!   shared by the job's Kafka sinks; delivery errors are recorded per topic and end the
 //!   job; a full queue is backpressure (poll and retry), never a drop.
+//! - Exactly-once (`txn.rs`, [`KafkaEnv::transactional_id`] set): every Kafka sink
+//!   writes through the job's one transactional producer ([`TxnProducer`]), which the
+//!   driver begins and commits with the consumed offsets per checkpoint epoch; the
+//!   sources then never commit on their own, and [`ConsumerControl`] (through
+//!   `Source::kafka`) reads the group's committed offsets with their metadata, gives the
+//!   consumer group metadata for the commit, and seeks for a rollback.
 
 mod offsets;
+mod txn;
 
 #[cfg(feature = "kafka")]
 mod consumer;
@@ -25,6 +32,13 @@ mod consumer;
 mod producer;
 
 pub use offsets::OffsetTracker;
+pub use txn::{
+    BROKER_MAX_TRANSACTION_TIMEOUT, GroupOffsets, OffsetAndMetadata, TxnError, TxnOp, TxnProducer,
+    TxnStats, TxnTimeouts, transactional_id,
+};
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::sink::{Sink, SinkError};
 use crate::source::{KafkaSourceSpec, KafkaStart, Source, SourceError};
@@ -56,6 +70,15 @@ pub struct KafkaEnv {
     /// had when the job started, then ends (its watermark goes to +infinity, every
     /// window fires, offsets are committed and the job exits 0).
     pub bounded: bool,
+    /// Exactly-once output: the transactional id of this instance
+    /// ([`transactional_id`]: `streamc-<job>-<instance>`). Every Kafka sink then writes
+    /// through one transactional producer ([`KafkaEnv::transaction`]), every Kafka
+    /// client must talk to one cluster, and sources leave committing to the
+    /// transactions. None: at-least-once, as before.
+    pub transactional_id: Option<String>,
+    /// Exactly-once output: the bounds of the transactional calls and
+    /// `transaction.timeout.ms` ([`TxnTimeouts::for_checkpoint_interval`]).
+    pub txn_timeouts: TxnTimeouts,
     #[cfg(feature = "kafka")]
     pub(crate) producers: std::sync::Arc<producer::Producers>,
 }
@@ -66,6 +89,8 @@ impl std::fmt::Debug for KafkaEnv {
             .field("brokers", &self.brokers)
             .field("job", &self.job)
             .field("bounded", &self.bounded)
+            .field("transactional_id", &self.transactional_id)
+            .field("txn_timeouts", &self.txn_timeouts)
             .finish_non_exhaustive()
     }
 }
@@ -77,8 +102,37 @@ impl KafkaEnv {
             brokers: brokers.filter(|b| !b.trim().is_empty()),
             job: job.to_string(),
             bounded: false,
+            transactional_id: None,
+            txn_timeouts: TxnTimeouts::default(),
             #[cfg(feature = "kafka")]
             producers: std::sync::Arc::default(),
+        }
+    }
+
+    /// Whether outputs are written exactly once (a transactional id is set).
+    pub fn exactly_once(&self) -> bool {
+        self.transactional_id.is_some()
+    }
+
+    /// Exactly-once mode: the job's transactional producer, the one the Kafka sinks
+    /// opened (call it after opening them), or, with no Kafka sink, one opened now with
+    /// the default producer configuration (so that the consumed offsets are still
+    /// committed in transactions). [`TxnError::Config`] when not in exactly-once mode,
+    /// or without the `kafka` feature.
+    pub fn transaction(&self) -> Result<Arc<TxnProducer>, TxnError> {
+        #[cfg(feature = "kafka")]
+        {
+            if let Some(t) = self.producers.opened_transactional() {
+                return Ok(t);
+            }
+            self.producers
+                .transactional(producer_config(&[], self), "the driver", self)
+        }
+        #[cfg(not(feature = "kafka"))]
+        {
+            Err(TxnError::Config {
+                message: NO_KAFKA.to_string(),
+            })
         }
     }
 
@@ -93,6 +147,164 @@ impl KafkaEnv {
     #[cfg(feature = "kafka")]
     pub(crate) fn wait_delivered(&self, timeout: std::time::Duration) -> Result<(), String> {
         self.producers.wait_delivered(timeout)
+    }
+}
+
+/// A consumer group member's identity at one moment (group, member, generation), as
+/// `send_offsets_to_transaction` needs it: the broker refuses offsets from a member of
+/// an older generation (KIP-447), so a consumer that lost partitions in a rebalance
+/// cannot commit them. Taken fresh at every commit ([`ConsumerControl::group_metadata`]).
+#[derive(Clone)]
+pub struct GroupMetadata {
+    #[cfg(feature = "kafka")]
+    native: Arc<rdkafka::consumer::ConsumerGroupMetadata>,
+    group_id: String,
+    member_id: String,
+    generation: i32,
+}
+
+impl GroupMetadata {
+    /// The consumer group.
+    pub fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    /// The member id the coordinator gave the consumer.
+    pub fn member_id(&self) -> &str {
+        &self.member_id
+    }
+
+    /// The group generation the consumer was in.
+    pub fn generation(&self) -> i32 {
+        self.generation
+    }
+
+    #[cfg(feature = "kafka")]
+    pub(crate) fn native(&self) -> Arc<rdkafka::consumer::ConsumerGroupMetadata> {
+        Arc::clone(&self.native)
+    }
+}
+
+impl std::fmt::Debug for GroupMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupMetadata")
+            .field("group_id", &self.group_id)
+            .field("member_id", &self.member_id)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// A partition's committed offset in the group, read back with its metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The partition.
+    pub partition: u32,
+    /// The committed offset (the next one to read); None when the group has none.
+    pub offset: Option<u64>,
+    /// The metadata committed with it (`streamc1;ck=..` or `streamc1;wm=..;pos=..`);
+    /// empty when none (bytes that are not UTF-8 are replaced).
+    pub metadata: String,
+}
+
+/// Why a consumer operation of the exactly-once protocol failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConsumerError {
+    /// The brokers did not answer in time.
+    #[error(
+        "{what} of Kafka topic `{topic}` (group `{group}`) did not complete within {} ms; are the brokers reachable?",
+        timeout.as_millis()
+    )]
+    TimedOut {
+        /// What was asked.
+        what: &'static str,
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+        /// The bound.
+        timeout: Duration,
+    },
+    /// The brokers or librdkafka refused.
+    #[error("{what} of Kafka topic `{topic}` (group `{group}`) failed: {message}")]
+    Failed {
+        /// What was asked.
+        what: &'static str,
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+        /// The reason.
+        message: String,
+    },
+    /// The consumer has not joined its group yet (no assignment has arrived): it has
+    /// no generation to commit offsets with.
+    #[error(
+        "the Kafka consumer of topic `{topic}` has not joined group `{group}` yet (no partition assignment): \
+         it has no group generation to commit offsets with"
+    )]
+    NotInGroup {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
+    /// A partition that is not assigned to this consumer.
+    #[error("partition {partition} of Kafka topic `{topic}` is not assigned to this consumer")]
+    NotAssigned {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+}
+
+/// What the exactly-once protocol needs of a Kafka source's consumer, beyond
+/// `Source` (`Source::kafka` gives it; every call is bounded). On start and on every
+/// assignment the driver reads the committed offsets with their metadata to know which
+/// checkpoint to restore; at every commit it takes the group metadata and the
+/// positions; on a rollback it seeks the partitions it keeps to the checkpoint's offsets.
+pub trait ConsumerControl {
+    /// The topic read.
+    fn topic(&self) -> &str;
+
+    /// The consumer group.
+    fn group_id(&self) -> &str;
+
+    /// The consumer's group metadata now, for `send_offsets_to_transaction`.
+    /// [`ConsumerError::NotInGroup`] before the first assignment.
+    fn group_metadata(&self) -> Result<GroupMetadata, ConsumerError>;
+
+    /// The group's committed offsets of `partitions` with their metadata, asked of the
+    /// group coordinator (at most `timeout`). Offsets of a transaction still in
+    /// progress are waited for (the consumer reads committed offsets with
+    /// `require_stable`), so they come out as committed or not at all.
+    fn committed(
+        &self,
+        partitions: &[u32],
+        timeout: Duration,
+    ) -> Result<Vec<Committed>, ConsumerError>;
+
+    /// Moves assigned partitions to `offsets` (partition, next offset to read), at most
+    /// `timeout`: a rollback to a checkpoint. Records of those partitions fetched but
+    /// not yet polled are discarded, and their offset tracking starts afresh.
+    fn seek(&mut self, offsets: &[(u32, u64)], timeout: Duration) -> Result<(), ConsumerError>;
+
+    /// Per assigned partition, one past the last record reported processed
+    /// (`Source::processed`) since its assignment or last seek.
+    fn positions(&self) -> Vec<(u32, u64)>;
+
+    /// `offsets` of this source's topic with the group metadata now, ready for
+    /// `TxnProducer::commit_epoch`.
+    fn group_offsets(
+        &self,
+        offsets: Vec<OffsetAndMetadata>,
+    ) -> Result<GroupOffsets, ConsumerError> {
+        Ok(GroupOffsets {
+            group: self.group_metadata()?,
+            topic: self.topic().to_string(),
+            offsets,
+        })
     }
 }
 
@@ -189,6 +401,15 @@ pub fn consumer_config(
     if get(&cfg, "group.id").is_none_or(str::is_empty) {
         return Err("a Kafka source needs a non-empty group id".to_string());
     }
+    if env.exactly_once()
+        && get(&cfg, "isolation.level").is_some_and(|v| !v.eq_ignore_ascii_case("read_committed"))
+    {
+        return Err(
+            "property `isolation.level` must be `read_committed` for a source of an exactly-once job: records of \
+             aborted transactions must not reach its results"
+                .to_string(),
+        );
+    }
     Ok(cfg)
 }
 
@@ -218,6 +439,12 @@ pub(crate) fn open_source(
     let cfg = consumer_config(spec, env).map_err(SourceError::msg)?;
     #[cfg(feature = "kafka")]
     {
+        if env.exactly_once() {
+            let brokers = get(&cfg, "bootstrap.servers").unwrap_or_default();
+            env.producers
+                .same_cluster(brokers, &format!("Kafka source `{name}`"))
+                .map_err(SourceError::msg)?;
+        }
         Ok(Box::new(consumer::KafkaSource::open(name, spec, cfg, env)?))
     }
     #[cfg(not(feature = "kafka"))]
@@ -314,6 +541,20 @@ mod tests {
         assert!(err.contains("`enable.partition.eof`"), "{err}");
         let err = consumer_config(&spec(&[("group.id", "")]), &env(None)).unwrap_err();
         assert!(err.contains("group id"), "{err}");
+    }
+
+    #[test]
+    fn exactly_once_sources_read_committed_data_only() {
+        let mut eos = env(None);
+        eos.transactional_id = Some(transactional_id("job", "0"));
+        assert!(eos.exactly_once() && !env(None).exactly_once());
+        let uncommitted = [("isolation.level", "read_uncommitted")];
+        let err = consumer_config(&spec(&uncommitted), &eos).unwrap_err();
+        assert!(err.contains("`isolation.level`"), "{err}");
+        // At-least-once jobs may read what they like; the default is fine for both.
+        consumer_config(&spec(&uncommitted), &env(None)).unwrap();
+        consumer_config(&spec(&[("isolation.level", "READ_COMMITTED")]), &eos).unwrap();
+        consumer_config(&spec(&[]), &eos).unwrap();
     }
 
     #[test]

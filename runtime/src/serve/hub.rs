@@ -697,7 +697,7 @@ impl Hub {
                 .collect();
             if keys.len() > self.cfg.snapshot_keys {
                 truncated = true;
-                keys.sort_by(|a, b| b.1.changed.cmp(&a.1.changed));
+                keys.sort_by_key(|k| std::cmp::Reverse(k.1.changed));
                 keys.truncate(self.cfg.snapshot_keys);
             }
             keys.sort_by(|a, b| a.0.cmp(b.0));
@@ -750,7 +750,7 @@ impl Hub {
             .collect();
         let truncated = ks.len() > self.cfg.snapshot_keys;
         if truncated {
-            ks.sort_by(|a, b| b.1.changed.cmp(&a.1.changed));
+            ks.sort_by_key(|k| std::cmp::Reverse(k.1.changed));
             ks.truncate(self.cfg.snapshot_keys);
         }
         ks.sort_by(|a, b| a.0.cmp(b.0));

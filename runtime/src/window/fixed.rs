@@ -16,11 +16,10 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use hashbrown::HashMap;
-use hashbrown::hash_map::RawEntryMut;
 use serde::{Deserialize, Serialize};
 
 use super::{Aggregator, Emission, fire_next};
+use crate::state::{Backend, Decoder, Encoder, KeyedStore, Mode, StateError, StateKey, StateValue};
 
 /// How event times map to windows (sizes and slides are at least 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,25 +120,30 @@ impl Assigner {
 
 /// One key's state in one window.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Win<A> {
+pub(super) struct Win<A> {
     /// The revision of the next firing; 0 = never fired.
     next_rev: u32,
     acc: A,
 }
 
-/// Tumbling or sliding windows of every key.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(bound(
-    serialize = "K: Serialize, A: Serialize",
-    deserialize = "K: Deserialize<'de> + std::hash::Hash + Eq, A: Deserialize<'de>"
-))]
-pub(super) struct FixedWindows<K, A> {
+/// Every window's keys, by window bounds `(end, start)`.
+type Slots<K, A, B> = BTreeMap<(i64, i64), Slot<<B as Backend>::Store<K, Win<A>>>>;
+
+/// One window's bounds: every key's state for them.
+struct Slot<S> {
+    keys: S,
+    /// Created since the last snapshot: the next one writes it whole.
+    fresh: bool,
+}
+
+/// Tumbling (or sliding) windows of every key.
+pub(super) struct FixedWindows<K: StateKey, A: StateValue, B: Backend> {
     assigner: Assigner,
     lateness: i64,
+    backend: B,
     /// (end, start) -> every key's state of window [start, end). Slots with
     /// `end <= fired_to` have fired; a slot is removed at `end + lateness <= watermark`.
-    #[serde(with = "super::map_as_seq")]
-    slots: BTreeMap<(i64, i64), Slot<K, A>>,
+    slots: Slots<K, A, B>,
     /// The watermark of the last `advance`.
     fired_to: i64,
     live: usize,
@@ -147,29 +151,20 @@ pub(super) struct FixedWindows<K, A> {
     /// room for as many (windows of a steady stream hold similar key counts), so it
     /// does not rehash its way up from empty. Measured on bench J1 (1M events, 100k
     /// keys per window): see `BENCHMARKS.md`.
-    #[serde(default)]
     size_hint: usize,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(bound(
-    serialize = "K: Serialize, A: Serialize",
-    deserialize = "K: Deserialize<'de> + std::hash::Hash + Eq, A: Deserialize<'de>"
-))]
-struct Slot<K, A> {
-    #[serde(with = "super::map_as_seq")]
-    keys: HashMap<K, Win<A>>,
-}
-
-impl<K, A> FixedWindows<K, A>
+impl<K, A, B> FixedWindows<K, A, B>
 where
-    K: std::hash::Hash + Eq + Ord + Clone,
-    A: Aggregator,
+    K: StateKey,
+    A: Aggregator + StateValue,
+    B: Backend,
 {
-    pub(super) fn new(assigner: Assigner, lateness: i64) -> Self {
+    pub(super) fn new(assigner: Assigner, lateness: i64, backend: B) -> Self {
         FixedWindows {
             assigner,
             lateness,
+            backend,
             slots: BTreeMap::new(),
             fired_to: i64::MIN,
             live: 0,
@@ -205,7 +200,7 @@ where
         key: &K,
         ts: i64,
         mut update: impl FnMut(&mut A),
-        out: &mut Vec<Emission<K, A::Output>>,
+        emit: &mut impl FnMut(Emission<K, A::Output>),
     ) -> bool {
         if wm == i64::MAX {
             return false; // end of input: every window is dead
@@ -219,25 +214,22 @@ where
         while s <= last {
             let (start, end) = (clamp(s), clamp(s + size));
             s += step;
-            let hint = self.size_hint;
+            let (hint, backend) = (self.size_hint, &self.backend);
             let slot = self.slots.entry((end, start)).or_insert_with(|| Slot {
-                keys: HashMap::with_capacity(hint),
+                keys: backend.store(hint),
+                fresh: true,
             });
-            let w = match slot.keys.raw_entry_mut().from_key(key) {
-                RawEntryMut::Occupied(o) => o.into_mut(),
-                RawEntryMut::Vacant(v) => {
-                    self.live += 1;
-                    let w = Win {
-                        next_rev: 0,
-                        acc: A::default(),
-                    };
-                    v.insert(key.clone(), w).1
-                }
-            };
+            let (w, new) = slot.keys.get_or_insert_with(key, || Win {
+                next_rev: 0,
+                acc: A::default(),
+            });
+            if new {
+                self.live += 1;
+            }
             update(&mut w.acc);
             if end <= wm {
                 // Fired already (or due and new): fire at once with the next revision.
-                out.push(fire_next(key.clone(), start, end, &mut w.next_rev, &w.acc));
+                emit(fire_next(key.clone(), start, end, &mut w.next_rev, &w.acc));
             }
         }
         true
@@ -252,7 +244,7 @@ where
         // (`range_mut` panics on an empty or inverted range: the guard rules that out.)
         if self.fired_to < wm {
             for (&(end, start), slot) in self.slots.range_mut(due) {
-                let mut wins: Vec<(&K, &mut Win<A>)> = slot.keys.iter_mut().collect();
+                let mut wins = slot.keys.entries_mut();
                 wins.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 for (key, w) in wins {
                     emit(fire_next(key.clone(), start, end, &mut w.next_rev, &w.acc));
@@ -269,6 +261,41 @@ where
             self.live -= keys;
             self.size_hint = keys;
         }
+    }
+
+    /// The slots' bounds, then each slot's store: whole when it is new since the last
+    /// snapshot (or `mode` is full), else its changes. A slot purged since is simply not
+    /// listed.
+    pub(super) fn snapshot(&mut self, mode: Mode, out: &mut Encoder) -> Result<(), StateError> {
+        out.put(&self.fired_to)?;
+        out.put_len(self.size_hint)?;
+        out.put_len(self.slots.len())?;
+        for (bounds, slot) in &mut self.slots {
+            out.put(bounds)?;
+            let m = if slot.fresh { Mode::Full } else { mode };
+            slot.keys.snapshot(m, out)?;
+            slot.fresh = false;
+        }
+        Ok(())
+    }
+
+    pub(super) fn restore(&mut self, input: &mut Decoder<'_>) -> Result<(), StateError> {
+        self.fired_to = input.take()?;
+        self.size_hint = input.take_len()?;
+        let n = input.take_len()?;
+        let mut old = std::mem::take(&mut self.slots);
+        for _ in 0..n {
+            let bounds: (i64, i64) = input.take()?;
+            let mut slot = old.remove(&bounds).unwrap_or_else(|| Slot {
+                keys: self.backend.store(0),
+                fresh: false,
+            });
+            slot.keys.restore(input)?;
+            slot.fresh = false;
+            self.slots.insert(bounds, slot);
+        }
+        self.live = self.slots.values().map(|s| s.keys.len()).sum();
+        Ok(())
     }
 }
 

@@ -4,8 +4,12 @@
 //! struct `K` and accumulator struct `A`. State is organised so that firing and purging
 //! cost no scan over all keys: timers are kept ordered by time.
 //!
+//! State lives in keyed stores of a [`Backend`] (`crate::state::store`: memory now,
+//! RocksDB next); what is only an index over it (timers, counts) is rebuilt from the
+//! stores on restore, so a snapshot holds the stores and a few scalars.
+//!
 //! - `fixed.rs`: tumbling windows (and the window arithmetic of sliding ones). State
-//!   is window-major, `BTreeMap<(end, start), HashMap<K, _>>`, which is its own timer
+//!   is window-major, `BTreeMap<(end, start), store of K>`, which is its own timer
 //!   structure: due windows are a prefix of the map.
 //! - `sliding.rs`: sliding windows, key-major (an event lies in `size / slide` windows:
 //!   one lookup for all of them); timers `BTreeMap<(end, start), Vec<K>>`.
@@ -29,6 +33,9 @@ pub use fixed::{sliding_windows, tumbling_window};
 
 use serde::{Deserialize, Serialize};
 
+use crate::state::{
+    Backend, Decoder, Encoder, Memory, Mode, Operator, StateError, StateKey, StateValue, Verdict,
+};
 use fixed::FixedWindows;
 use session::Sessions;
 use sliding::SlidingWindows;
@@ -139,55 +146,79 @@ fn fire_next<K, A: Aggregator>(
     }
 }
 
-/// Window operator for all three kinds. `K` is the key (use `()` for a global window).
-///
-/// All state is plain data (`Serialize`/`Deserialize` when `K` and `A` are), so a
-/// checkpoint can snapshot and restore it as is.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(bound(
-    serialize = "K: Serialize, A: Serialize",
-    deserialize = "K: Deserialize<'de> + std::hash::Hash + Eq + Ord, A: Deserialize<'de>"
-))]
-pub struct WindowOperator<K, A> {
+/// An accumulator struct that takes one input per event: the generated code's
+/// `aggregate` blocks (the values the accumulators need, computed from the row).
+pub trait Accumulate: Aggregator {
+    /// The values of one event (borrowing the event's strings).
+    type Input<'a>;
+    /// Folds one event into the accumulator: event time `ts`, `seq` its arrival number
+    /// in the key group (ties of `first` and `last` by arrival).
+    fn add(&mut self, ts: i64, seq: u64, input: &Self::Input<'_>);
+}
+
+/// Window operator for all three kinds. `K` is the key (use `()` for a global window),
+/// `A` the accumulator struct, `B` the state backend its stores live in.
+pub struct WindowOperator<K: StateKey, A: StateValue, B: Backend = Memory> {
     spec: WindowSpec,
     watermark: i64,
-    state: State<K, A>,
+    /// Events processed (the `seq` of [`Accumulate::add`]).
+    arrivals: u64,
+    state: State<K, A, B>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(bound(
-    serialize = "K: Serialize, A: Serialize",
-    deserialize = "K: Deserialize<'de> + std::hash::Hash + Eq + Ord, A: Deserialize<'de>"
-))]
-enum State<K, A> {
-    Fixed(FixedWindows<K, A>),
-    Sliding(SlidingWindows<K, A>),
-    Session(Sessions<K, A>),
+enum State<K: StateKey, A: StateValue, B: Backend> {
+    Fixed(FixedWindows<K, A, B>),
+    Sliding(SlidingWindows<K, A, B>),
+    Session(Sessions<K, A, B>),
 }
 
-impl<K, A> WindowOperator<K, A>
+impl<K: StateKey, A: StateValue, B: Backend> std::fmt::Debug for WindowOperator<K, A, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowOperator")
+            .field("spec", &self.spec)
+            .field("watermark", &self.watermark)
+            .field("arrivals", &self.arrivals)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, A> WindowOperator<K, A, Memory>
 where
-    K: std::hash::Hash + Eq + Ord + Clone,
-    A: Aggregator,
+    K: StateKey,
+    A: Aggregator + StateValue,
 {
-    /// A new operator with no state and the watermark at `WATERMARK_MIN`. The spec is
-    /// [normalized](WindowSpec::normalized).
+    /// A new operator with memory state (no change tracking), no state and the
+    /// watermark at `WATERMARK_MIN`. The spec is [normalized](WindowSpec::normalized).
     pub fn new(spec: WindowSpec) -> Self {
+        Self::with_backend(spec, Memory::default())
+    }
+}
+
+impl<K, A, B> WindowOperator<K, A, B>
+where
+    K: StateKey,
+    A: Aggregator + StateValue,
+    B: Backend,
+{
+    /// A new operator whose state lives in `backend`.
+    pub fn with_backend(spec: WindowSpec, backend: B) -> Self {
         let spec = spec.normalized();
         let lateness = spec.allowed_lateness;
         let state = match spec.kind {
             WindowKind::Tumbling { size, offset } => State::Fixed(FixedWindows::new(
                 fixed::Assigner::Tumbling { size, offset },
                 lateness,
+                backend,
             )),
             WindowKind::Sliding { size, slide } => {
-                State::Sliding(SlidingWindows::new(size, slide, lateness))
+                State::Sliding(SlidingWindows::new(size, slide, lateness, &backend))
             }
-            WindowKind::Session { gap } => State::Session(Sessions::new(gap, lateness)),
+            WindowKind::Session { gap } => State::Session(Sessions::new(gap, lateness, &backend)),
         };
         WindowOperator {
             spec,
             watermark: crate::WATERMARK_MIN,
+            arrivals: 0,
             state,
         }
     }
@@ -214,10 +245,21 @@ where
         update: impl FnMut(&mut A),
         out: &mut Vec<Emission<K, A::Output>>,
     ) -> bool {
+        self.process_with(key, ts, update, &mut |e| out.push(e))
+    }
+
+    /// [`process`](Self::process), handing each emission to `emit` as it is made.
+    pub fn process_with(
+        &mut self,
+        key: &K,
+        ts: i64,
+        update: impl FnMut(&mut A),
+        emit: &mut impl FnMut(Emission<K, A::Output>),
+    ) -> bool {
         match &mut self.state {
-            State::Fixed(f) => f.process(self.watermark, key, ts, update, out),
-            State::Sliding(s) => s.process(self.watermark, key, ts, update, out),
-            State::Session(s) => s.process(self.watermark, key, ts, update, out),
+            State::Fixed(f) => f.process(self.watermark, key, ts, update, emit),
+            State::Sliding(s) => s.process(self.watermark, key, ts, update, emit),
+            State::Session(s) => s.process(self.watermark, key, ts, update, emit),
         }
     }
 
@@ -281,32 +323,78 @@ where
             State::Session(s) => s.pending_timers(),
         }
     }
-}
 
-/// Maps are serialized as a sequence of `(key, value)` pairs, so any key type works
-/// with any format (JSON objects only allow string keys).
-mod map_as_seq {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<'a, M, K, V, S>(map: &'a M, s: S) -> Result<S::Ok, S::Error>
-    where
-        &'a M: IntoIterator<Item = (&'a K, &'a V)>,
-        K: Serialize + 'a,
-        V: Serialize + 'a,
-        S: Serializer,
-    {
-        s.collect_seq(map)
+    /// Writes the operator's state: watermark, arrivals, then the window kind's (see
+    /// [`crate::state::Operator::snapshot`]).
+    pub fn snapshot(&mut self, mode: Mode, out: &mut Encoder) -> Result<(), StateError> {
+        out.put(&self.watermark)?;
+        out.put(&self.arrivals)?;
+        match &mut self.state {
+            State::Fixed(f) => f.snapshot(mode, out),
+            State::Sliding(s) => s.snapshot(mode, out),
+            State::Session(s) => s.snapshot(mode, out),
+        }
     }
 
-    pub fn deserialize<'de, M, K, V, D>(d: D) -> Result<M, D::Error>
-    where
-        M: FromIterator<(K, V)>,
-        K: Deserialize<'de>,
-        V: Deserialize<'de>,
-        D: Deserializer<'de>,
-    {
-        let pairs = Vec::<(K, V)>::deserialize(d)?;
-        Ok(pairs.into_iter().collect())
+    /// Applies a snapshot written by [`Self::snapshot`] (a full one, then deltas).
+    pub fn restore(&mut self, input: &mut Decoder<'_>) -> Result<(), StateError> {
+        self.watermark = input.take()?;
+        self.arrivals = input.take()?;
+        match &mut self.state {
+            State::Fixed(f) => f.restore(input),
+            State::Sliding(s) => s.restore(input),
+            State::Session(s) => s.restore(input),
+        }
+    }
+}
+
+impl<K, A, B> Operator for WindowOperator<K, A, B>
+where
+    K: StateKey,
+    A: Accumulate + StateValue,
+    B: Backend,
+{
+    type Input<'a> = (&'a K, A::Input<'a>);
+    type Output = Emission<K, A::Output>;
+
+    #[inline]
+    fn process(
+        &mut self,
+        ts: i64,
+        (key, input): Self::Input<'_>,
+        emit: &mut impl FnMut(Self::Output),
+    ) -> Verdict {
+        let seq = self.arrivals;
+        self.arrivals = self.arrivals.wrapping_add(1);
+        if self.process_with(key, ts, |acc| acc.add(ts, seq, &input), emit) {
+            Verdict::Accepted
+        } else {
+            Verdict::TooLate
+        }
+    }
+
+    fn advance(&mut self, wm: i64, emit: &mut impl FnMut(Self::Output)) {
+        self.advance_with(wm, emit);
+    }
+
+    fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    fn held_from(&self) -> Option<i64> {
+        self.oldest_held_start()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live_windows() == 0
+    }
+
+    fn snapshot(&mut self, mode: Mode, out: &mut Encoder) -> Result<(), StateError> {
+        WindowOperator::snapshot(self, mode, out)
+    }
+
+    fn restore(&mut self, input: &mut Decoder<'_>) -> Result<(), StateError> {
+        WindowOperator::restore(self, input)
     }
 }
 

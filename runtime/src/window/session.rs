@@ -23,16 +23,15 @@ use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use hashbrown::HashMap;
-use hashbrown::hash_map::RawEntryMut;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use super::{Aggregator, Emission, fire_next};
+use crate::state::{Backend, Decoder, Encoder, KeyedStore, Mode, StateError, StateKey, StateValue};
 
 /// One session's state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Win<A> {
+pub(super) struct Win<A> {
     start: i64,
     end: i64,
     /// The revision of the next firing (a merged session starts at one more than the
@@ -69,7 +68,8 @@ impl<A: Aggregator> Win<A> {
 
 /// The sessions of one key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct KeySessions<A> {
+#[serde(bound(serialize = "A: Serialize", deserialize = "A: Deserialize<'de>"))]
+pub(super) struct KeySessions<A> {
     /// The time of the key's entry in the timer set (at most its next action time).
     timer: i64,
     wins: SmallVec<[Win<A>; 1]>,
@@ -86,7 +86,7 @@ impl<A: Aggregator> KeySessions<A> {
 }
 
 /// A timer entry, ordered by time, then key.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Timer<K> {
     at: i64,
     key: K,
@@ -138,16 +138,11 @@ impl<K: Ord> PartialEq for dyn TimerKey<K> + '_ {
 impl<K: Ord> Eq for dyn TimerKey<K> + '_ {}
 
 /// Session windows of every key.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(bound(
-    serialize = "K: Serialize, A: Serialize",
-    deserialize = "K: Deserialize<'de> + std::hash::Hash + Eq + Ord, A: Deserialize<'de>"
-))]
-pub(super) struct Sessions<K, A> {
+pub(super) struct Sessions<K: StateKey, A: StateValue, B: Backend> {
     gap: i64,
     lateness: i64,
-    #[serde(with = "super::map_as_seq")]
-    keys: HashMap<K, KeySessions<A>>,
+    keys: B::Store<K, KeySessions<A>>,
+    /// Rebuilt from `keys` on restore, as are `live` and `starts`.
     timers: BTreeSet<Timer<K>>,
     live: usize,
     /// The starts of every held session, counted per bucket.
@@ -165,11 +160,10 @@ const MAX_RING: usize = 1 << 16;
 /// `base..base + ring.len()` (O(1) per change, amortized; trimmed so that its first and
 /// last buckets are non-zero); a start far from the others (a stray timestamp) is
 /// counted in an ordered map instead.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 struct StartIndex {
     base: i64,
     ring: VecDeque<usize>,
-    #[serde(with = "super::map_as_seq")]
     overflow: BTreeMap<i64, usize>,
 }
 
@@ -253,16 +247,17 @@ impl StartIndex {
     }
 }
 
-impl<K, A> Sessions<K, A>
+impl<K, A, B> Sessions<K, A, B>
 where
-    K: std::hash::Hash + Eq + Ord + Clone,
-    A: Aggregator,
+    K: StateKey,
+    A: Aggregator + StateValue,
+    B: Backend,
 {
-    pub(super) fn new(gap: i64, lateness: i64) -> Self {
+    pub(super) fn new(gap: i64, lateness: i64, backend: &B) -> Self {
         Sessions {
             gap,
             lateness,
-            keys: HashMap::new(),
+            keys: backend.store(0),
             timers: BTreeSet::new(),
             live: 0,
             starts: StartIndex::default(),
@@ -277,11 +272,13 @@ where
     /// `oldest_held_start` by a scan over every key (tests check the multiset with it).
     #[cfg(test)]
     pub(super) fn oldest_held_start_by_scan(&self) -> Option<i64> {
-        self.keys
-            .values()
-            .flat_map(|ks| ks.wins.iter().map(|w| w.start))
-            .min()
-            .map(|start| (start >> BUCKET_SHIFT) << BUCKET_SHIFT)
+        let mut min: Option<i64> = None;
+        self.keys.for_each(|_, ks| {
+            for w in &ks.wins {
+                min = Some(min.map_or(w.start, |m| m.min(w.start)));
+            }
+        });
+        min.map(|start| (start >> BUCKET_SHIFT) << BUCKET_SHIFT)
     }
 
     pub(super) fn live_windows(&self) -> usize {
@@ -298,27 +295,20 @@ where
         key: &K,
         ts: i64,
         mut update: impl FnMut(&mut A),
-        out: &mut Vec<Emission<K, A::Output>>,
+        emit: &mut impl FnMut(Emission<K, A::Output>),
     ) -> bool {
         let lateness = self.lateness;
         let (start, end) = (ts, ts.saturating_add(self.gap));
-        let (ks, old_timer) = match self.keys.raw_entry_mut().from_key(key) {
-            RawEntryMut::Occupied(o) => {
-                let ks = o.into_mut();
-                let timer = ks.timer;
-                (ks, Some(timer))
-            }
-            RawEntryMut::Vacant(v) => {
-                if end.saturating_add(lateness) <= wm {
-                    return false;
-                }
-                let ks = KeySessions {
-                    timer: i64::MAX,
-                    wins: SmallVec::new(),
-                };
-                (v.insert(key.clone(), ks).1, None)
-            }
-        };
+        let (ks, new) = self.keys.get_or_insert_with(key, || KeySessions {
+            timer: i64::MAX,
+            wins: SmallVec::new(),
+        });
+        if new && end.saturating_add(lateness) <= wm {
+            // Dead on arrival for a key without sessions: leave no entry behind.
+            self.keys.remove(key);
+            return false;
+        }
+        let old_timer = (!new).then_some(ks.timer);
         // Sessions are sorted and pairwise apart, so the ones touching [start, end)
         // are the run i..j (and the cover of the run touches no other session).
         let i = ks.wins.partition_point(|w| w.end < start);
@@ -333,7 +323,7 @@ where
             let w = &mut ks.wins[i];
             update(&mut w.acc);
             if w.end <= wm {
-                w.fire(key.clone(), &mut |e| out.push(e));
+                w.fire(key.clone(), emit);
             }
             return true;
         }
@@ -361,7 +351,7 @@ where
         }
         for w in ks.wins.drain(i..j) {
             if w.fired {
-                out.push(Emission {
+                emit(Emission {
                     key: key.clone(),
                     start: w.start,
                     end: w.end,
@@ -387,7 +377,7 @@ where
             acc,
         };
         if cend <= wm {
-            win.fire(key.clone(), &mut |e| out.push(e));
+            win.fire(key.clone(), emit);
         }
         ks.wins.insert(i, win);
         self.live += 1;
@@ -452,15 +442,35 @@ where
                 self.timers.insert(Timer { at: ks.timer, key });
             }
         }
-        shrink_if_sparse(&mut self.keys);
+        // Memory follows live state after a burst of keys was purged.
+        self.keys.shrink_if_sparse();
     }
-}
 
-/// Shrinks the key map after a burst of keys has been purged, so memory follows live
-/// state (hysteresis: only when under 1/8 full, to twice the live size).
-fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > 64 && map.len() * 8 < map.capacity() {
-        map.shrink_to(map.len() * 2);
+    /// The key store; the timers, the live count and the start index are rebuilt from
+    /// it on restore (each key's timer time is part of its state).
+    pub(super) fn snapshot(&mut self, mode: Mode, out: &mut Encoder) -> Result<(), StateError> {
+        self.keys.snapshot(mode, out)
+    }
+
+    pub(super) fn restore(&mut self, input: &mut Decoder<'_>) -> Result<(), StateError> {
+        self.keys.restore(input)?;
+        let mut timers = BTreeSet::new();
+        let mut starts = StartIndex::default();
+        let mut live = 0;
+        self.keys.for_each(|k, ks| {
+            timers.insert(Timer {
+                at: ks.timer,
+                key: k.clone(),
+            });
+            for w in &ks.wins {
+                starts.add(w.start);
+                live += 1;
+            }
+        });
+        self.timers = timers;
+        self.starts = starts;
+        self.live = live;
+        Ok(())
     }
 }
 

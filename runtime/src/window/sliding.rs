@@ -11,16 +11,15 @@
 
 use std::collections::BTreeMap;
 
-use hashbrown::HashMap;
-use hashbrown::hash_map::RawEntryMut;
 use serde::{Deserialize, Serialize};
 
 use super::fixed::{Assigner, clamp};
 use super::{Aggregator, Emission, fire_next};
+use crate::state::{Backend, Decoder, Encoder, KeyedStore, Mode, StateError, StateKey, StateValue};
 
 /// One key's state in one window.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct KeyWin<A> {
+pub(super) struct KeyWin<A> {
     start: i64,
     /// The revision of the next firing; 0 = never fired.
     next_rev: u32,
@@ -28,22 +27,15 @@ struct KeyWin<A> {
 }
 
 /// Sliding windows of every key.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(bound(
-    serialize = "K: Serialize, A: Serialize",
-    deserialize = "K: Deserialize<'de> + std::hash::Hash + Eq + Ord, A: Deserialize<'de>"
-))]
-pub(super) struct SlidingWindows<K, A> {
+pub(super) struct SlidingWindows<K: StateKey, A: StateValue, B: Backend> {
     assigner: Assigner,
     lateness: i64,
     /// Per key, its held windows sorted by start (at most `size / slide` plus those
     /// kept for lateness).
-    #[serde(with = "super::map_as_seq")]
-    keys: HashMap<K, Vec<KeyWin<A>>>,
+    keys: B::Store<K, Vec<KeyWin<A>>>,
     /// (end, start) -> every key holding that window: one entry per held window, so
     /// the first entry is the oldest held window. A window fires when the watermark
-    /// reaches `end` and is dropped at `end + lateness`.
-    #[serde(with = "super::map_as_seq")]
+    /// reaches `end` and is dropped at `end + lateness`. Rebuilt from `keys` on restore.
     timers: BTreeMap<(i64, i64), Vec<K>>,
     /// The watermark of the last `advance`: windows with `end <= fired_to` have fired.
     fired_to: i64,
@@ -54,16 +46,17 @@ pub(super) struct SlidingWindows<K, A> {
     per_key: usize,
 }
 
-impl<K, A> SlidingWindows<K, A>
+impl<K, A, B> SlidingWindows<K, A, B>
 where
-    K: std::hash::Hash + Eq + Ord + Clone,
-    A: Aggregator,
+    K: StateKey,
+    A: Aggregator + StateValue,
+    B: Backend,
 {
-    pub(super) fn new(size: i64, slide: i64, lateness: i64) -> Self {
+    pub(super) fn new(size: i64, slide: i64, lateness: i64, backend: &B) -> Self {
         SlidingWindows {
             assigner: Assigner::Sliding { size, slide },
             lateness,
-            keys: HashMap::new(),
+            keys: backend.store(0),
             timers: BTreeMap::new(),
             fired_to: i64::MIN,
             live: 0,
@@ -86,7 +79,13 @@ where
     /// `oldest_held_start` by a scan over every key (for tests).
     #[cfg(test)]
     pub(super) fn oldest_held_start_by_scan(&self) -> Option<i64> {
-        self.keys.values().flatten().map(|w| w.start).min()
+        let mut min: Option<i64> = None;
+        self.keys.for_each(|_, wins| {
+            for w in wins {
+                min = Some(min.map_or(w.start, |m| m.min(w.start)));
+            }
+        });
+        min
     }
 
     pub(super) fn pending_timers(&self) -> usize {
@@ -99,7 +98,7 @@ where
         key: &K,
         ts: i64,
         mut update: impl FnMut(&mut A),
-        out: &mut Vec<Emission<K, A::Output>>,
+        emit: &mut impl FnMut(Emission<K, A::Output>),
     ) -> bool {
         if wm == i64::MAX {
             return false; // end of input: every window is dead
@@ -110,10 +109,9 @@ where
         }
         let size = i128::from(self.assigner.size());
         let per_key = self.per_key;
-        let wins = match self.keys.raw_entry_mut().from_key(key) {
-            RawEntryMut::Occupied(o) => o.into_mut(),
-            RawEntryMut::Vacant(v) => v.insert(key.clone(), Vec::with_capacity(per_key)).1,
-        };
+        let (wins, _) = self
+            .keys
+            .get_or_insert_with(key, || Vec::with_capacity(per_key));
         let mut s = first;
         while s <= last {
             let (start, end) = (clamp(s), clamp(s + size));
@@ -141,7 +139,7 @@ where
             update(&mut w.acc);
             if end <= wm {
                 // Fired already (or due and new): fire at once with the next revision.
-                out.push(fire_next(key.clone(), start, end, &mut w.next_rev, &w.acc));
+                emit(fire_next(key.clone(), start, end, &mut w.next_rev, &w.acc));
             }
         }
         true
@@ -173,10 +171,9 @@ where
                 keys.sort_unstable();
             }
             for key in &keys {
-                let RawEntryMut::Occupied(mut o) = self.keys.raw_entry_mut().from_key(key) else {
+                let Some(wins) = self.keys.get_mut(key) else {
                     continue; // (cannot happen: a timer's key holds its window)
                 };
-                let wins = o.get_mut();
                 let Ok(i) = wins.binary_search_by_key(&start, |w| w.start) else {
                     continue;
                 };
@@ -188,7 +185,7 @@ where
                     wins.remove(i);
                     self.live -= 1;
                     if wins.is_empty() {
-                        o.remove();
+                        self.keys.remove(key);
                     }
                 }
             }
@@ -200,9 +197,31 @@ where
             }
         }
         self.fired_to = self.fired_to.max(wm);
-        if self.keys.capacity() > 64 && self.keys.len() * 8 < self.keys.capacity() {
-            // Memory follows live state after a burst of keys was purged.
-            self.keys.shrink_to(self.keys.len() * 2);
-        }
+        // Memory follows live state after a burst of keys was purged.
+        self.keys.shrink_if_sparse();
+    }
+
+    /// `fired_to`, then the key store (the timers are rebuilt from it on restore).
+    pub(super) fn snapshot(&mut self, mode: Mode, out: &mut Encoder) -> Result<(), StateError> {
+        out.put(&self.fired_to)?;
+        self.keys.snapshot(mode, out)
+    }
+
+    pub(super) fn restore(&mut self, input: &mut Decoder<'_>) -> Result<(), StateError> {
+        self.fired_to = input.take()?;
+        self.keys.restore(input)?;
+        let size = i128::from(self.assigner.size());
+        let mut timers: BTreeMap<(i64, i64), Vec<K>> = BTreeMap::new();
+        let mut live = 0;
+        self.keys.for_each(|k, wins| {
+            for w in wins {
+                live += 1;
+                let end = clamp(i128::from(w.start) + size);
+                timers.entry((end, w.start)).or_default().push(k.clone());
+            }
+        });
+        self.timers = timers;
+        self.live = live;
+        Ok(())
     }
 }

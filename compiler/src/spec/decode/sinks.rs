@@ -222,7 +222,6 @@ impl Decoder<'_> {
     /// `serve: {listen: HOST:PORT, keep: N}` (both optional; `serve: {}` is enough).
     pub(super) fn serve(&mut self, e: &Entry) -> Option<ServeDecl> {
         let mut k = self.keys(&e.value, "serve", e.key.span, &["listen", "keep"], true)?;
-        let mut ok = true;
         let listen = match k.get("listen") {
             Some(l) => match self.nonempty_string(l, "an address") {
                 Some(a) if valid_listen(a.value.trim()) => Some(a.value.trim().to_string()),
@@ -232,13 +231,9 @@ impl Decoder<'_> {
                             .label(a.span, "expected HOST:PORT or :PORT")
                             .help("for example `listen: 127.0.0.1:8080` (or `:8080`; port 0 picks a free one)"),
                     );
-                    ok = false;
                     None
                 }
-                None => {
-                    ok = false;
-                    None
-                }
+                None => None,
             },
             None => None,
         };
@@ -250,19 +245,16 @@ impl Decoder<'_> {
                             .label(e.value.span, "zero")
                             .help("`keep: N` keeps the newest N windows of each key in memory; leave it out for 60"),
                     );
-                    ok = false;
                     None
                 }
                 Some(n) => Some(n),
-                None => {
-                    ok = false;
-                    None
-                }
+                None => None,
             },
             None => None,
         };
         self.finish(k);
-        ok.then_some(ServeDecl {
+        // Declared even when a value had an error (reported): no follow-on errors.
+        Some(ServeDecl {
             span: e.key.span,
             listen,
             keep,

@@ -141,7 +141,7 @@ impl Decoder<'_> {
             &entry.value,
             format!("the kafka settings of {what}"),
             entry.key.span,
-            &["topic", "group_id", "start", "properties"],
+            &["topic", "group_id", "start", "properties", "partitioned_by"],
             false,
         )?;
         let topic = self
@@ -176,12 +176,26 @@ impl Decoder<'_> {
             Some(e) => self.properties(e, "kafka properties"),
             None => Vec::new(),
         };
+        let mut partitioned_by = Vec::new();
+        if let Some(e) = k.get("partitioned_by")
+            && let Some(v) = self.name_list(e, "field name")
+        {
+            if v.is_empty() {
+                self.error(
+                    Diagnostic::error("`partitioned_by` names no field")
+                        .label(e.key.span, "empty")
+                        .help("name the fields the producers partition by (the message key), e.g. `partitioned_by: [user_id]`, or leave it out"),
+                );
+            }
+            partitioned_by = v;
+        }
         self.finish(k);
         Some(SourceKindDecl::Kafka {
             topic: topic?.value,
             group_id,
             start,
             properties,
+            partitioned_by,
         })
     }
 

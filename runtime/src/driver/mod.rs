@@ -1,0 +1,456 @@
+//! The driver: reads the sources, hands each record to the generated `Pipeline`,
+//! tracks watermarks, and owns the sinks. Single-threaded: one task per binary (scaling
+//! out is by Kafka partitions: several binaries in one consumer group).
+//!
+//! The loop polls every unfinished source for one batch in turn (round-robin). A
+//! batch's partition assignments and revocations (Kafka rebalances) go to the source's
+//! [`WatermarkTracker`] first. Each record goes to [`Pipeline::on_record`]; its event
+//! time advances the tracker, and every advance of the task watermark is handed to
+//! [`Pipeline::on_watermark`] at once (so each event is judged against the watermark
+//! of every event before it). Then the partitions' caught-up statuses, and idleness is
+//! checked after every poll. A source that ends moves to `WATERMARK_MAX`; when every
+//! source has ended the sinks are flushed and closed and the job ends. SIGTERM/SIGINT
+//! stop reading (no window fires), flush and close the sinks. Sinks are flushed at
+//! least every ~100 ms while rows are written.
+//!
+//! Offsets (Kafka, at-least-once): for sources that track offsets the driver reports
+//! each batch's processed records as one run per partition (first offset, next offset,
+//! max event time) with [`Pipeline::held_from`], and every `--commit-interval` (default
+//! 5 s) and at shutdown it first waits until every sink has delivered what it was given
+//! ([`Sink::wait_delivered`]), then asks the sources to commit what is safe:
+//! asynchronously while running, synchronously at shutdown. See `kafka/offsets.rs`.
+//!
+//! Architecture invariant: nothing the data does makes the driver panic; an invalid
+//! record is the pipeline's to dead-letter, and every sink error ends the job with a
+//! message and exit code 1.
+
+mod cli;
+mod context;
+mod drive;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+pub use crate::pipeline::{Pipeline, Record};
+pub use cli::{Command, DEFAULT_COMMIT_INTERVAL, Options, parse_args, usage};
+pub use context::Context;
+
+use crate::kafka::{BROKERS_ENV, KafkaEnv};
+use crate::metrics::{Metrics, MetricsServer};
+use crate::sink::{SinkError, SinkSpec};
+use crate::source::{SourceError, SourceSpec};
+use crate::watermark::WatermarkTracker;
+use cli::Resolved;
+use drive::{SourceState, commit_offsets, drive, refresh_partition_metrics};
+
+/// What the generated `main` tells the driver about the job.
+#[derive(Clone, Debug)]
+pub struct JobSpec {
+    /// The pipeline's name (also the binary's).
+    pub name: &'static str,
+    /// Sources, indexed as in the plan (`src` of `Pipeline` calls).
+    pub sources: Vec<SourceSpec>,
+    /// Output sinks, indexed as in the plan.
+    pub sinks: Vec<SinkSpec>,
+    /// Dead-letter sinks; `SourceSpec::dead_letter` indexes this.
+    pub dead_letters: Vec<SinkSpec>,
+    /// Flow names, indexed as in the plan (for metrics and logs).
+    pub flows: Vec<&'static str>,
+}
+
+/// Why a job could not run or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad command line (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The tracing subscriber (logs) could not be installed.
+    #[error("cannot set up logging: {0}")]
+    Logging(String),
+    /// A source could not be opened or read.
+    #[error("source `{name}`: {source}")]
+    Source {
+        /// The source's name.
+        name: &'static str,
+        /// What went wrong.
+        source: SourceError,
+    },
+    /// `sink` names the sink (or the dead-letter output) and where it writes.
+    #[error("{sink}: {source}")]
+    Sink {
+        /// For example ``sink `out` (file /tmp/out.jsonl)``.
+        sink: String,
+        /// What went wrong.
+        source: SinkError,
+    },
+    /// A row the generated code emitted could not be serialized (a streamc bug).
+    #[error("cannot serialize a row: {0}")]
+    Serialize(#[source] serde_json::Error),
+    /// The SIGTERM/SIGINT handlers could not be installed.
+    #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
+    Signal(#[source] io::Error),
+    /// `--metrics-addr` could not be bound.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why binding it failed.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The process exit code for this error: 2 for usage errors, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Why the job stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Every source ended and every window fired.
+    Finished,
+    /// SIGTERM or SIGINT (or the stop flag of [`run_until`]): reading stopped, sinks
+    /// flushed, safe offsets committed; unbounded windows not fired.
+    Signal,
+    /// The reader of stdout went away (broken pipe, e.g. `| head`).
+    OutputClosed,
+    /// `--help` or `--version` was printed; nothing ran.
+    Info,
+}
+
+/// The outcome of a job that ran.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The job's name.
+    pub job: &'static str,
+    /// Why it stopped.
+    pub stop: Stop,
+    /// Final counters.
+    pub metrics: Metrics,
+    /// Wall-clock time from start to the sinks' close.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.metrics;
+        let secs = self.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 {
+            m.records_in() as f64 / secs
+        } else {
+            0.0
+        };
+        let how = match self.stop {
+            Stop::Finished => "finished",
+            Stop::Signal => "stopped by signal",
+            Stop::OutputClosed => "stopped, output closed",
+            Stop::Info => "did not run",
+        };
+        write!(
+            f,
+            "{}: {how}: {} events in, {} invalid, {} late, {} rows out in {secs:.2} s ({rate:.0} events/s)",
+            self.job,
+            m.records_in(),
+            m.invalid(),
+            m.late(),
+            m.rows_out()
+        )
+    }
+}
+
+/// SIGTERM/SIGINT set a flag (given: a caller may set it too); the handlers are
+/// removed on drop.
+struct Signals {
+    flag: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl Signals {
+    /// With `force_second`, a second signal exits the process at once (code 130), in
+    /// case flushing hangs.
+    fn install(force_second: bool, flag: Arc<AtomicBool>) -> Result<Self, Error> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = Signals {
+            flag,
+            ids: Vec::new(),
+        };
+        for sig in [SIGTERM, SIGINT] {
+            if force_second {
+                let id = signal_hook::flag::register_conditional_shutdown(
+                    sig,
+                    130,
+                    Arc::clone(&signals.flag),
+                )
+                .map_err(Error::Signal)?;
+                signals.ids.push(id);
+            }
+            let id = signal_hook::flag::register(sig, Arc::clone(&signals.flag))
+                .map_err(Error::Signal)?;
+            signals.ids.push(id);
+        }
+        Ok(signals)
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+/// Runs the job with the command line `args` (without the program name) until every
+/// source has ended or SIGTERM/SIGINT, and returns what happened; `main` wraps this.
+/// `--help`/`--version` print to stdout and return a summary with `Stop::Info`.
+pub fn run<P, I>(spec: &JobSpec, pipeline: &mut P, args: I) -> Result<Summary, Error>
+where
+    P: Pipeline,
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    run_with(
+        spec,
+        pipeline,
+        args,
+        false,
+        Arc::new(AtomicBool::new(false)),
+    )
+}
+
+/// [`run`], also stopping (as on SIGTERM: sinks flushed, offsets committed,
+/// `Stop::Signal`) once `stop` is set, from another thread for example. For tests and
+/// embedding; SIGTERM/SIGINT set the same flag.
+pub fn run_until<P, I>(
+    spec: &JobSpec,
+    pipeline: &mut P,
+    args: I,
+    stop: Arc<AtomicBool>,
+) -> Result<Summary, Error>
+where
+    P: Pipeline,
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    run_with(spec, pipeline, args, false, stop)
+}
+
+fn run_with<P, I>(
+    spec: &JobSpec,
+    pipeline: &mut P,
+    args: I,
+    force_second: bool,
+    stop: Arc<AtomicBool>,
+) -> Result<Summary, Error>
+where
+    P: Pipeline,
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    let text = match parse_args(spec, args)? {
+        Command::Run(opts) => {
+            let signals = Signals::install(force_second, stop)?;
+            return execute(spec, pipeline, &opts, &signals.flag);
+        }
+        Command::Help => usage(spec),
+        Command::Version => format!(
+            "{} (streamc runtime {})\n",
+            spec.name,
+            env!("CARGO_PKG_VERSION")
+        ),
+    };
+    // A closed stdout (`--help | head -1`) is not worth a panic.
+    let _ = io::stdout().write_all(text.as_bytes());
+    let _ = io::stdout().flush();
+    Ok(Summary {
+        job: spec.name,
+        stop: Stop::Info,
+        metrics: Metrics::default(),
+        elapsed: Duration::ZERO,
+    })
+}
+
+/// The environment variable with the log filter: a level (`info`, the default) and/or
+/// `target=level` pairs, comma-separated (`warn,streamc_runtime=debug`).
+pub const LOG_ENV: &str = "STREAMC_LOG";
+
+/// Installs the process's log subscriber: `tracing` events to stderr, filtered by
+/// `STREAMC_LOG` (default `info`). Fails on a bad filter; a subscriber already
+/// installed (a second call, or the embedding program's) is kept.
+pub fn init_logging() -> Result<(), Error> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = std::env::var(LOG_ENV).unwrap_or_default();
+    let filter = if filter.trim().is_empty() {
+        "info"
+    } else {
+        filter.trim()
+    };
+    let targets: tracing_subscriber::filter::Targets = filter
+        .parse()
+        .map_err(|e| Error::Logging(format!("{LOG_ENV}={filter:?}: {e}")))?;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(io::stderr)
+                .with_ansi(false),
+        )
+        .with(targets)
+        .try_init();
+    Ok(())
+}
+
+/// Runs the job to completion: parses flags (`--help`, `--input SOURCE=PATH`,
+/// `--output SINK=PATH`, `--dead-letter SOURCE=PATH`, `--metrics-addr`, `--brokers`,
+/// `--group-id`, `--commit-interval`), sets up logging, opens sinks and sources, loops
+/// until every source is finished (bounded: exit 0 once every window has fired) or
+/// SIGTERM/SIGINT (flush sinks, commit offsets, exit 0). Errors are printed and give
+/// exit code 1.
+pub fn main<P: Pipeline>(spec: JobSpec, mut pipeline: P) -> std::process::ExitCode {
+    if let Err(e) = init_logging() {
+        eprintln!("{}: error: {e}", spec.name);
+        return ExitCode::from(2);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    match run_with(
+        &spec,
+        &mut pipeline,
+        std::env::args_os().skip(1),
+        true,
+        stop,
+    ) {
+        Ok(summary) => {
+            if summary.stop != Stop::Info {
+                eprintln!("{summary}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ Error::Usage(_)) => {
+            eprintln!(
+                "{name}: {e}\nUsage: {name} [--input SOURCE=PATH] [--output SINK=PATH] \
+                 [--dead-letter SOURCE=PATH] [--metrics-addr ADDR] [--brokers ADDRS] \
+                 [--group-id SOURCE=ID] [--commit-interval MS]; see {name} --help",
+                name = spec.name
+            );
+            ExitCode::from(e.exit_code())
+        }
+        Err(e) => {
+            eprintln!("{}: error: {e}", spec.name);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn execute<P: Pipeline>(
+    spec: &JobSpec,
+    pipeline: &mut P,
+    opts: &Options,
+    stop: &AtomicBool,
+) -> Result<Summary, Error> {
+    let started = Instant::now();
+    let resolved = Resolved::new(spec, opts);
+    resolved.check_overwrites()?;
+    let brokers = opts
+        .brokers
+        .clone()
+        .or_else(|| std::env::var(BROKERS_ENV).ok());
+    let mut env = KafkaEnv::new(spec.name, brokers);
+    env.bounded = opts.bounded;
+    // Sources first: a missing input must not cost the outputs their old content.
+    let mut sources = Vec::with_capacity(resolved.sources.len());
+    for s in &resolved.sources {
+        let source =
+            crate::connectors::open_source_with(s, &env).map_err(|source| Error::Source {
+                name: s.name,
+                source,
+            })?;
+        let idle = s
+            .idle_timeout
+            .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        let tracker =
+            WatermarkTracker::new(source.partitions(), s.max_out_of_orderness, idle, started);
+        let tracks_offsets = source.tracks_offsets();
+        sources.push(SourceState {
+            source,
+            tracker,
+            finished: false,
+            tracks_offsets,
+            aligned: s.groups.partitions,
+        });
+    }
+    let mut ctx = Context::open(spec, &resolved, &env)?;
+    let server = match opts.metrics_addr {
+        Some(addr) => Some(
+            MetricsServer::start(addr, spec.name, ctx.metrics.clone())
+                .map_err(|source| Error::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    tracing::info!(
+        job = spec.name,
+        sources = ?resolved.sources.iter().map(|s| format!("{} ({})", s.name, s.kind)).collect::<Vec<_>>(),
+        metrics = ?server.as_ref().map(MetricsServer::local_addr),
+        "job started"
+    );
+    let commit_interval = opts.commit_interval.unwrap_or(DEFAULT_COMMIT_INTERVAL);
+    let mut outcome = drive(
+        spec,
+        pipeline,
+        &mut ctx,
+        &mut sources,
+        stop,
+        server.as_ref(),
+        commit_interval,
+    );
+    // A clean stop commits what is safe, synchronously, while the consumers are still
+    // in their groups. (Not after an error or a closed output: results may be lost.)
+    if let Ok(Stop::Signal | Stop::Finished) = outcome
+        && sources.iter().any(|s| s.tracks_offsets)
+    {
+        tracing::info!(job = spec.name, "committing offsets");
+        if let Err(e) = commit_offsets(spec, pipeline, &mut ctx, &mut sources, true) {
+            outcome = Err(e);
+        }
+    }
+    if !matches!(outcome, Ok(Stop::Signal | Stop::Finished)) {
+        // Results may be lost: closing the consumers must not commit anything.
+        for s in &mut sources {
+            s.source.stop_committing();
+        }
+    }
+    refresh_partition_metrics(&mut ctx, &sources);
+    drop(sources);
+    ctx.progress();
+    let closed = ctx.close();
+    if let Some(server) = &server {
+        server.publish(&ctx.metrics);
+    }
+    let stop = match (outcome?, closed) {
+        (stop, Ok(())) => stop,
+        (
+            _,
+            Err(Error::Sink {
+                source: SinkError::Closed,
+                ..
+            }),
+        ) => Stop::OutputClosed,
+        (_, Err(e)) => return Err(e),
+    };
+    Ok(Summary {
+        job: spec.name,
+        stop,
+        metrics: ctx.metrics,
+        elapsed: started.elapsed(),
+    })
+}
