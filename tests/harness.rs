@@ -664,10 +664,11 @@ pub fn group_offsets(group: &str, topic: &str) -> BTreeMap<u32, u64> {
     let mut m = BTreeMap::new();
     for line in text.lines() {
         let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() >= 4 && cols[1] == topic {
-            if let (Ok(p), Ok(o)) = (cols[2].parse::<u32>(), cols[3].parse::<u64>()) {
-                m.insert(p, o);
-            }
+        if cols.len() >= 4
+            && cols[1] == topic
+            && let (Ok(p), Ok(o)) = (cols[2].parse::<u32>(), cols[3].parse::<u64>())
+        {
+            m.insert(p, o);
         }
     }
     m
