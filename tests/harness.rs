@@ -814,7 +814,7 @@ pub fn compare_exact(x: &Expected, got: &Outputs) -> Result<(), String> {
 }
 
 /// A row without its revision (see [`compare_at_least_once`]).
-fn without_revision(v: &Value) -> Value {
+pub fn without_revision(v: &Value) -> Value {
     let mut v = v.clone();
     if let Some(o) = v.as_object_mut() {
         o.remove("revision");
