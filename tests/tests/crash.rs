@@ -27,7 +27,9 @@ const PARTITIONS: u32 = 5;
 fn uninterrupted(tag: &str, checkpoints: bool, seed: u64) {
     let _serial = serial();
     let scratch = Scratch::new(tag);
+    let mut journal = Journal::new();
     let topics = Topics::create(tag, PARTITIONS);
+    journal.log("topics created");
     let ck = checkpoints.then(|| Checkpoints {
         interval: "300ms".into(),
         storage: scratch.join("checkpoints"),
@@ -37,9 +39,12 @@ fn uninterrupted(tag: &str, checkpoints: bool, seed: u64) {
     // membership yet).
     job.static_membership = checkpoints;
     let bin = job.build(&scratch.path, "job.yaml");
+    journal.log("built");
     let input = generate(&Params::standard(seed, PARTITIONS, 6000));
     let expected = job.oracle().run(&input.payloads());
+    journal.log(format!("oracle: {:?}", expected.stats));
     produce_all(&topics.input, input.partitions.clone());
+    journal.log(format!("produced {} records", input.len()));
 
     let started = Instant::now();
     let mut p = Proc::start(
@@ -56,8 +61,12 @@ fn uninterrupted(tag: &str, checkpoints: bool, seed: u64) {
         "seed {seed}: the bounded run ended with {status:?} after {:?}:\n{log}",
         started.elapsed()
     );
+    journal.log(format!("bounded run: {status:?}"));
     let got = Outputs::read(&topics, true);
-    if let Err(report) = compare_exact(&expected, &got) {
+    journal.log(format!("read back: {}", got.summary()));
+    let verdict = compare_exact(&expected, &got);
+    journal.log("compared");
+    if let Err(report) = verdict {
         panic!(
             "seed {seed}: one uninterrupted bounded run (checkpoints: {checkpoints}) differs from the oracle\n\
              got {}\n{report}\nlog:\n{log}",
