@@ -54,6 +54,18 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The dashboard API and page (SSE and WebSocket), fed by the jobs' Redis sinks.
+    /// Builds the server once (like a pipeline), then runs it; see `streamc serve --help`
+    /// for its options (--redis URL, --listen ADDR, --stream KEY, ...).
+    #[command(disable_help_flag = true)]
+    Serve {
+        /// Shared cargo target directory (as for `build`).
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+        /// The server's options, passed through (`--help` shows them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Show the checkpoints in a checkpoint storage (the spec's `checkpoint.storage`).
     Checkpoints {
         #[command(subcommand)]
@@ -144,6 +156,24 @@ fn load(spec: &Path) -> Option<Checked> {
 
 fn run(cmd: Cmd) -> miette::Result<ExitCode> {
     match cmd {
+        Cmd::Serve { target_dir, args } => {
+            let built = build::build_server(&BuildOptions {
+                output: None,
+                target_dir,
+                crate_dir: None,
+                progress: true,
+            })
+            .map_err(|e| miette!("{e}"))?;
+            if built.compiled > 0 {
+                eprintln!(
+                    "built the dashboard server in {:.1}s",
+                    built.elapsed.as_secs_f64()
+                );
+            }
+            use std::os::unix::process::CommandExt;
+            let err = std::process::Command::new(&built.binary).args(&args).exec();
+            Err(err).into_diagnostic()
+        }
         Cmd::Checkpoints { command } => {
             match command {
                 CheckpointsCmd::List {

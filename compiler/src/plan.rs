@@ -75,6 +75,17 @@ pub struct Plan {
     pub dead_letter: Option<SinkKind>,
     pub checkpoint: Option<CheckpointPlan>,
     pub state: StatePlan,
+    /// `serve:`: the binary serves the dashboard of its windowed flows (`--serve`).
+    pub serve: Option<ServePlan>,
+}
+
+/// The embedded dashboard.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ServePlan {
+    /// Where it serves unless `--serve` says; None: only with `--serve`.
+    pub listen: Option<String>,
+    /// Windows kept in memory per key; None: 60.
+    pub keep: Option<u64>,
 }
 
 #[derive(Clone, Debug)]

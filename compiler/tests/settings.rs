@@ -6,8 +6,8 @@
 //! does not compile here until it is covered (or named as derived from covered ones).
 
 use streamc::plan::{
-    AccPlan, AggregatePlan, CheckpointPlan, DatagenPlan, FlowPlan, Plan, RedisPlan, SinkKind,
-    SinkPlan, SourceKind, SourcePlan, StatePlan, WindowPlan,
+    AccPlan, AggregatePlan, CheckpointPlan, DatagenPlan, FlowPlan, Plan, RedisPlan, ServePlan,
+    SinkKind, SinkPlan, SourceKind, SourcePlan, StatePlan, WindowPlan,
 };
 
 const KAFKA: &str = r#"version: 1
@@ -124,6 +124,7 @@ flows:
 sinks:
   dash:
     redis: {key: "s:{k}", channel: c, keep: 10, ttl: 1h, stream: log, stream_max_len: 500, url: "redis://127.0.0.1:6379"}
+serve: {listen: "127.0.0.1:9999", keep: 7}
 "#;
 
 /// One setting's edit: (what, base spec, [(text to replace, replacement)]).
@@ -259,6 +260,17 @@ const VARIATIONS: &[Variation] = &[
         )],
     ),
     (
+        "serve",
+        REDIS,
+        &[("serve: {listen: \"127.0.0.1:9999\", keep: 7}\n", "")],
+    ),
+    (
+        "serve.listen",
+        REDIS,
+        &[("127.0.0.1:9999", "127.0.0.1:9998")],
+    ),
+    ("serve.keep", REDIS, &[("keep: 7}", "keep: 8}")]),
+    (
         "sink.redis.key",
         REDIS,
         &[("key: \"s:{k}\"", "key: \"t:{k}\"")],
@@ -351,6 +363,7 @@ fn coverage(plan: &Plan) -> Vec<&'static str> {
         dead_letter: _, // "dead_letter", "default_dead_letter"
         checkpoint,     // below
         state,          // below
+        serve,          // below
     } = plan;
     for SourcePlan {
         name: _,                 // "source.name"
@@ -444,6 +457,11 @@ fn coverage(plan: &Plan) -> Vec<&'static str> {
         StatePlan::Memory => {} // "state.memory" (the default: no change)
         StatePlan::RocksDb { path: _ } => {} // "state.rocksdb"
     }
+    if let Some(ServePlan {
+        listen: _, // "serve.listen"
+        keep: _,   // "serve.keep"
+    }) = serve
+    {} // "serve"
     VARIATIONS.iter().map(|v| v.0).collect()
 }
 

@@ -1,6 +1,6 @@
 //! Sources and sinks by kind: the one place that maps a spec's kind to the
 //! implementation (embedded `file`, `datagen`, `stdout`; Kafka behind the `kafka`
-//! feature). `source.rs` and `sink.rs` define the traits and the embedded kinds,
+//! feature; Redis and the embedded dashboard behind `redis` and `serve`). `source.rs` and `sink.rs` define the traits and the embedded kinds,
 //! `kafka/` implements them on librdkafka; only this module knows all of them, so none
 //! of them imports another.
 
@@ -31,6 +31,7 @@ pub fn open_sink_with(kind: &SinkKind, env: &KafkaEnv) -> Result<Box<dyn Sink>, 
         SinkKind::File { path } => Box::new(FileSink::create(path)?),
         SinkKind::Kafka { topic, properties } => kafka::open_sink(topic, properties, env)?,
         SinkKind::Redis(spec) => crate::redis::open_sink(spec)?,
+        SinkKind::Serve(spec) => crate::serve::open_sink(spec)?,
     })
 }
 

@@ -10,6 +10,8 @@
 pub mod agg;
 pub mod checkpoint;
 pub mod connectors;
+#[cfg(any(feature = "redis", feature = "serve"))]
+pub mod dash;
 pub mod de;
 pub mod driver;
 pub mod expr;
@@ -18,6 +20,7 @@ pub mod key;
 pub mod metrics;
 pub mod pipeline;
 pub mod redis;
+pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -36,6 +36,9 @@ pub enum SinkKind {
     /// Window results into Redis for dashboards (sorted sets, a change-log stream,
     /// notifications). Needs the runtime's `redis` feature.
     Redis(Box<crate::redis::RedisSinkSpec>),
+    /// A windowed flow's results into the embedded dashboard (`serve:` in the spec,
+    /// `--serve ADDR`). Needs the runtime's `serve` feature.
+    Serve(Box<crate::serve::ServeSinkSpec>),
 }
 
 impl std::fmt::Display for SinkKind {
@@ -45,6 +48,10 @@ impl std::fmt::Display for SinkKind {
             SinkKind::File { path } => write!(f, "file {path}"),
             SinkKind::Kafka { topic, .. } => write!(f, "kafka topic {topic}"),
             SinkKind::Redis(r) => write!(f, "redis key {}, channel {}", r.key, r.channel),
+            SinkKind::Serve(s) => match &s.listen {
+                Some(l) => write!(f, "dashboard of flow {} on {l}", s.feed.flow),
+                None => write!(f, "dashboard of flow {} (off without --serve)", s.feed.flow),
+            },
         }
     }
 }

@@ -495,30 +495,141 @@ pub type CommitMetadata = std::collections::BTreeMap<u32, String>;
 /// 0-based physical line numbers; blank lines are skipped (but counted); a last line
 /// without a newline counts; the `\n` (and a `\r` before it) is not part of the payload.
 /// Lines are not validated here: invalid UTF-8 or JSON is the pipeline's to dead-letter.
+///
+/// Standard input is read by a thread of its own, so that a job fed live through a pipe
+/// (`producer | job --input src=-`) processes lines as they arrive and never blocks
+/// the driver: with nothing to read, `poll` says `Pending` (sinks are still flushed,
+/// progress still reported) and the reader wakes the driver when data comes.
 pub struct FileSource {
     path: String,
     reader: BufReader<Box<dyn Read>>,
+    /// Standard input: what the reader thread has handed over.
+    live: Option<std::sync::Arc<Live>>,
     line: u64,
     done: bool,
 }
 
+/// Chunks of standard input read by a thread, for [`FileSource`].
+struct Live {
+    state: std::sync::Mutex<LiveState>,
+    arrived: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct LiveState {
+    chunks: std::collections::VecDeque<Vec<u8>>,
+    /// End of input (or a read error, kept for the reader).
+    ended: Option<Option<io::Error>>,
+}
+
+impl Live {
+    /// Reads `input` on a thread; every chunk wakes `wake` (the driver's thread).
+    fn start(mut input: Box<dyn Read + Send>, wake: std::thread::Thread) -> std::sync::Arc<Self> {
+        let live = std::sync::Arc::new(Live {
+            state: std::sync::Mutex::new(LiveState::default()),
+            arrived: std::sync::Condvar::new(),
+        });
+        let shared = std::sync::Arc::clone(&live);
+        let spawned = std::thread::Builder::new()
+            .name("streamc-stdin".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let r = input.read(&mut buf);
+                    let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                    match r {
+                        Ok(0) => st.ended = Some(None),
+                        Ok(n) => st.chunks.push_back(buf[..n].to_vec()),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => st.ended = Some(Some(e)),
+                    }
+                    let ended = st.ended.is_some();
+                    // At most 16 chunks (1 MB) wait for the driver: backpressure.
+                    while st.chunks.len() >= 16 {
+                        st = shared.arrived.wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                    drop(st);
+                    shared.arrived.notify_all();
+                    wake.unpark();
+                    if ended {
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            live.state.lock().unwrap_or_else(|p| p.into_inner()).ended = Some(Some(e));
+        }
+        live
+    }
+
+    /// Whether a read would not block.
+    fn ready(&self) -> bool {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        !st.chunks.is_empty() || st.ended.is_some()
+    }
+}
+
+/// The reading side of [`Live`] (blocks only when nothing has arrived, which `poll`
+/// avoids by asking [`Live::ready`] first).
+struct LiveReader(std::sync::Arc<Live>);
+
+impl Read for LiveReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut st = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(mut chunk) = st.chunks.pop_front() {
+                let n = chunk.len().min(out.len());
+                out[..n].copy_from_slice(&chunk[..n]);
+                if n < chunk.len() {
+                    chunk.drain(..n);
+                    st.chunks.push_front(chunk);
+                }
+                drop(st);
+                self.0.arrived.notify_all();
+                return Ok(n);
+            }
+            match &mut st.ended {
+                Some(e) => {
+                    return match e.take() {
+                        Some(e) => Err(e),
+                        None => Ok(0),
+                    };
+                }
+                None => st = self.0.arrived.wait(st).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
+}
+
 impl FileSource {
-    /// Opens `path` (`-` = standard input).
+    /// Opens `path` (`-` = standard input, read on a thread of its own).
     pub fn open(path: &str) -> Result<Self, SourceError> {
-        let inner: Box<dyn Read> = if path == "-" {
-            Box::new(io::stdin())
-        } else {
-            Box::new(File::open(path).map_err(|source| SourceError::Open {
-                path: path.to_owned(),
-                source,
-            })?)
-        };
-        Ok(FileSource {
+        if path == "-" {
+            return Ok(Self::live(path, Box::new(io::stdin())));
+        }
+        let file = File::open(path).map_err(|source| SourceError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self::from_reader(path, Box::new(file)))
+    }
+
+    fn from_reader(path: &str, inner: Box<dyn Read>) -> Self {
+        FileSource {
             path: path.to_owned(),
             reader: BufReader::with_capacity(64 * 1024, inner),
+            live: None,
             line: 0,
             done: false,
-        })
+        }
+    }
+
+    /// A source over a pipe read on a thread (`poll` never blocks on it).
+    fn live(path: &str, input: Box<dyn Read + Send>) -> Self {
+        let live = Live::start(input, std::thread::current());
+        let mut s = Self::from_reader(path, Box::new(LiveReader(std::sync::Arc::clone(&live))));
+        s.live = Some(live);
+        s
     }
 }
 
@@ -533,6 +644,18 @@ impl Source for FileSource {
 
     fn poll(&mut self, batch: &mut Batch, limits: PollLimits) -> Result<Poll, SourceError> {
         while !self.done && batch.len() < limits.max_records && batch.bytes() < limits.max_bytes {
+            if self.reader.buffer().is_empty()
+                && let Some(live) = &self.live
+                && !live.ready()
+            {
+                if batch.is_empty() {
+                    // The reader thread wakes the driver when data arrives.
+                    return Ok(Poll::Pending {
+                        retry_at: Some(Instant::now() + Duration::from_millis(50)),
+                    });
+                }
+                break;
+            }
             let reader = &mut self.reader;
             let mut read_any = false;
             let pushed = batch.push_with(0, self.line, |buf| -> io::Result<bool> {
@@ -838,6 +961,59 @@ mod tests {
             assert!(polls < 10_000);
         }
         unreachable!()
+    }
+
+    /// A pipe fed by the test: chunks written to `tx` arrive as reads.
+    struct Pipe(std::sync::mpsc::Receiver<Vec<u8>>);
+
+    impl Read for Pipe {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.0.recv() {
+                Ok(c) => {
+                    buf[..c.len()].copy_from_slice(&c);
+                    Ok(c.len())
+                }
+                Err(_) => Ok(0),
+            }
+        }
+    }
+
+    fn poll_until(src: &mut FileSource, want: usize) -> (Vec<u64>, Poll) {
+        let mut offsets = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut batch = Batch::new();
+            let p = src.poll(&mut batch, PollLimits::default()).unwrap();
+            offsets.extend(batch.iter().map(|r| r.offset));
+            if offsets.len() >= want || p == Poll::Finished || Instant::now() > deadline {
+                return (offsets, p);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn a_pipe_is_read_as_lines_arrive_and_never_blocks_the_driver() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut src = FileSource::live("-", Box::new(Pipe(rx)));
+        // Nothing yet: pending, at once.
+        let t = Instant::now();
+        let mut batch = Batch::new();
+        assert!(matches!(
+            src.poll(&mut batch, PollLimits::default()).unwrap(),
+            Poll::Pending { .. }
+        ));
+        assert!(t.elapsed() < Duration::from_secs(1));
+        tx.send(b"{\"a\":1}\n{\"a\":2}\n".to_vec()).unwrap();
+        assert_eq!(poll_until(&mut src, 2).0, [0, 1]);
+        // A line split across two writes.
+        tx.send(b"{\"a\":".to_vec()).unwrap();
+        tx.send(b"3}\n".to_vec()).unwrap();
+        assert_eq!(poll_until(&mut src, 1).0, [2]);
+        drop(tx);
+        let (rest, p) = poll_until(&mut src, usize::MAX);
+        assert!(rest.is_empty());
+        assert_eq!(p, Poll::Finished);
     }
 
     #[test]

@@ -538,7 +538,9 @@ impl Checker<'_> {
             }
             seen.push(&t.value);
         }
-        if f.to.is_empty() && !has_reader && !f.broken {
+        // With `serve:`, a windowed flow's results go to the dashboard.
+        let served = windowed && spec.serve.is_some();
+        if f.to.is_empty() && !has_reader && !f.broken && !served {
             self.error(
                 Diagnostic::error(format!("the results of flow `{}` go nowhere", f.name.value))
                     .label(f.name.span, "no `to` and no flow reads it")

@@ -18,7 +18,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use crate::diag::Reporter;
-use crate::plan::{CheckpointPlan, Plan, StatePlan};
+use crate::plan::{CheckpointPlan, Plan, ServePlan, StatePlan};
 use crate::spec::ast::{Spec, StateBackend};
 use crate::spec::{self};
 
@@ -199,6 +199,19 @@ impl Checker<'_> {
                 }
             },
         };
+        let serve = spec.serve.as_ref().map(|s| {
+            if !flows.iter().any(|f| f.window.is_some()) {
+                self.rep.push(
+                    Diagnostic::warning("`serve` has nothing to show: no flow has a window")
+                        .label(s.span, "the dashboard shows window results")
+                        .help("give a flow a `window` and an `aggregate`, or remove `serve`"),
+                );
+            }
+            ServePlan {
+                listen: s.listen.clone(),
+                keep: s.keep,
+            }
+        });
         let mut sources = self.finish_sources(sources, &flows, dead_letter.is_some());
         // Only a spec that is otherwise right learns what this build cannot run yet.
         if self.gate && !self.rep.has_errors() {
@@ -222,6 +235,7 @@ impl Checker<'_> {
             dead_letter,
             checkpoint,
             state,
+            serve,
         })
     }
 }

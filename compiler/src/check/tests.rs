@@ -1056,3 +1056,37 @@ fn partitioned_by_makes_keyed_flows_aligned() {
     let (m, _, _) = one_error(&text(", partitioned_by: []", "      - key_by: [user_id]\n"));
     assert_eq!(m, "`partitioned_by` names no field");
 }
+
+#[test]
+fn serve_shows_windowed_flows_without_a_sink() {
+    // A windowed flow with no `to` is fine with `serve:` (its results go to the page).
+    let spec = |serve: &str| {
+        format!(
+            "version: 1\nname: t\nsources:\n  ev:\n    datagen: {{}}\n    schema: {{k: string, ts: timestamp}}\n    event_time: ts\n\
+             flows:\n  w:\n    from: ev\n    steps: [{{key_by: [k]}}, {{window: {{tumbling: 1s}}}}, {{aggregate: {{c: count()}}}}]\n\
+             sinks:\n  out: {{stdout: {{}}}}\n{serve}"
+        )
+    };
+    assert_eq!(errors(&spec("")), ["the results of flow `w` go nowhere"]);
+    let c = plan(&spec("serve: {listen: \":8080\", keep: 5}\n"));
+    assert_eq!(
+        c.plan.serve,
+        Some(crate::plan::ServePlan {
+            listen: Some(":8080".into()),
+            keep: Some(5)
+        })
+    );
+    assert!(plan(&spec("serve:\n")).plan.serve.is_some());
+    let (m, at, _) = one_error(&spec("serve: {listen: \"localhost\"}\n"));
+    assert_eq!(
+        (m.as_str(), at.as_str()),
+        ("invalid address `localhost` to serve on", "\"localhost\"")
+    );
+    let (m, at, _) = one_error(&spec("serve: {keep: 0}\n"));
+    assert_eq!(
+        (m.as_str(), at.as_str()),
+        ("`keep` must be at least 1", "0")
+    );
+    let (m, _, _) = one_error(&spec("serve: {port: 1}\n"));
+    assert!(m.starts_with("unknown key `port` in serve"), "{m}");
+}

@@ -88,7 +88,24 @@ pub fn runtime_features(plan: &Plan) -> Vec<&'static str> {
     {
         f.push("redis");
     }
+    if plan.serve.is_some() {
+        f.push("serve");
+    }
     f
+}
+
+/// The runtime sinks a windowed flow's results go to: its `to`, and with `serve:` its
+/// dashboard sink (after the spec's sinks, one per windowed flow in plan order).
+fn window_sinks(plan: &Plan, flow: usize) -> Vec<usize> {
+    let mut v = plan.flows[flow].to.clone();
+    if plan.serve.is_some() {
+        let rank = plan.flows[..flow]
+            .iter()
+            .filter(|f| f.window.is_some())
+            .count();
+        v.push(plan.sinks.len() + rank);
+    }
+    v
 }
 
 /// Whether any source, sink or dead-letter output of the plan is Kafka.
@@ -1011,7 +1028,7 @@ impl<'p> Gen<'p> {
         } else {
             quote!(let key: #key_ty = e.key;)
         };
-        let sinks = &f.to;
+        let sinks = window_sinks(self.plan, i);
         let has_readers = ir::readers(self.plan, Input::Flow(i)).next().is_some();
         let down = downstream_windows(self.plan, i);
         let (params, args) = (ops_params(&down), ops_args(&down));
@@ -1168,11 +1185,12 @@ impl<'p> Gen<'p> {
             };
             Ok(quote!(#rt::sink::SinkSpec { name: #name, kind: #kind }))
         };
-        let sinks = plan
+        let mut sinks = plan
             .sinks
             .iter()
             .map(|s| sink_spec(&s.name, &s.kind))
             .collect::<Result<Vec<_>, _>>()?;
+        sinks.extend(self.serve_sink_specs());
         let dls = dead
             .iter()
             .map(|k| sink_spec("dead_letter", k))
@@ -1194,6 +1212,48 @@ impl<'p> Gen<'p> {
 }
 
 impl Gen<'_> {
+    /// With `serve:`, one dashboard sink per windowed flow, named `dashboard:<flow>`
+    /// (not a name a spec can give a sink).
+    fn serve_sink_specs(&self) -> Vec<TokenStream> {
+        let rt = rt();
+        let plan = self.plan;
+        let Some(serve) = &plan.serve else {
+            return Vec::new();
+        };
+        let listen = opt(serve.listen.as_ref().map(|l| quote!(#l.to_string())));
+        let keep = serve.keep.unwrap_or(60);
+        let job = &plan.name;
+        plan.flows
+            .iter()
+            .filter_map(|f| {
+                let (w, agg) = (f.window.as_ref()?, f.aggregate.as_ref()?);
+                let name = format!("dashboard:{}", f.name);
+                let flow = &f.name;
+                let key_fields = f.key_by.iter().map(|k| &k.name);
+                let aggregates = agg.outputs.iter().map(|(n, _)| n);
+                let mut window = ir::window_name(&w.kind);
+                if w.allowed_lateness > 0 {
+                    window.push_str(&format!(", lateness {}", ir::dur(w.allowed_lateness)));
+                }
+                Some(quote!(#rt::sink::SinkSpec {
+                    name: #name,
+                    kind: #rt::sink::SinkKind::Serve(::std::boxed::Box::new(#rt::serve::ServeSinkSpec {
+                        listen: #listen,
+                        keep: #keep,
+                        feed: #rt::redis::FeedSpec {
+                            job: #job.to_string(),
+                            sink: ::std::string::String::new(),
+                            flow: #flow.to_string(),
+                            key_fields: vec![#(#key_fields.to_string()),*],
+                            aggregates: vec![#(#aggregates.to_string()),*],
+                            window: #window.to_string(),
+                        },
+                    })),
+                }))
+            })
+            .collect()
+    }
+
     /// A Redis sink's runtime spec, with the feed it holds: the one windowed flow
     /// writing to it (the checker guarantees there is exactly one).
     fn redis_sink_spec(

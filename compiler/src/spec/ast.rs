@@ -33,6 +33,16 @@ pub struct Spec {
     pub dead_letter: Option<Spanned<SinkBody>>,
     pub checkpoint: Option<CheckpointDecl>,
     pub state: Option<StateDecl>,
+    pub serve: Option<ServeDecl>,
+}
+
+/// `serve: {listen, keep}`: the binary serves the dashboard itself (values validated).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServeDecl {
+    /// The `serve` key.
+    pub span: crate::diag::Span,
+    pub listen: Option<String>,
+    pub keep: Option<u64>,
 }
 
 #[derive(Clone, Debug)]

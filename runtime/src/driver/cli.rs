@@ -34,12 +34,16 @@ pub struct Options {
     /// `--redis URL`: the Redis of every Redis sink (overrides `STREAMC_REDIS` and the
     /// spec's `url`).
     pub redis: Option<String>,
+    /// `--serve ADDR`: where the embedded dashboard serves (specs with `serve:`).
+    pub serve: Option<String>,
 }
 
 /// Offsets are committed this often unless `--commit-interval` says otherwise.
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the command line asks for.
+// Parsed once per process: the size of `Run` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     /// Run the job with these overrides.
@@ -68,6 +72,7 @@ pub fn usage(spec: &JobSpec) -> String {
          \x20                            then fire every window, commit and exit 0 (backfill, replay)\n\
          \x20 --redis URL                Redis of the Redis sinks, redis://host:port[/db]\n\
          \x20                            (default: $STREAMC_REDIS, else the spec's, else redis://127.0.0.1:6379)\n\
+         \x20 --serve ADDR               serve the dashboard page and API on http://ADDR/ (specs with `serve:`)\n\
          \x20 -h, --help                 print this help\n\
          \x20 -V, --version              print the version\n",
         name = spec.name
@@ -236,6 +241,22 @@ where
                 }
                 opts.redis = Some(v.trim().to_string());
             }
+            Long("serve") => {
+                let v = utf8("serve", parser.value().map_err(lex)?)?;
+                if !spec
+                    .sinks
+                    .iter()
+                    .any(|s| matches!(s.kind, SinkKind::Serve(_)))
+                {
+                    return Err(usage_error(
+                        "--serve: this job has no dashboard; add `serve: {}` to its spec and build it again",
+                    ));
+                }
+                if v.trim().is_empty() {
+                    return Err(usage_error("--serve: expected HOST:PORT or :PORT"));
+                }
+                opts.serve = Some(v.trim().to_string());
+            }
             Long("group-id") => {
                 let v = parser.value().map_err(lex)?;
                 let (i, id) = name_and_path("group-id", v, "source", &sources)?;
@@ -298,8 +319,10 @@ impl Resolved {
             .enumerate()
             .map(|(i, s)| {
                 let mut kind = last_override(&opts.outputs, i).unwrap_or(&s.kind).clone();
-                if let (SinkKind::Redis(r), Some(url)) = (&mut kind, &redis_url) {
-                    r.url = Some(url.clone());
+                match (&mut kind, &redis_url, &opts.serve) {
+                    (SinkKind::Redis(r), Some(url), _) => r.url = Some(url.clone()),
+                    (SinkKind::Serve(d), _, Some(addr)) => d.listen = Some(addr.clone()),
+                    _ => {}
                 }
                 (format!("sink `{}`", s.name), kind)
             })

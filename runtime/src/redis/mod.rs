@@ -11,8 +11,8 @@
 //! - every change is appended to the change log, a Redis Stream (`stream`, shared by
 //!   every sink of a Redis by default, trimmed to about `stream_max_len` entries), whose
 //!   ids let `streamc serve` resume a client without a gap, and PUBLISHed on `channel`
-//!   as `{"id", "prev", "feed", "key", "op", "row"}` (`prev`: the log's previous id, so
-//!   a subscriber can tell it missed nothing).
+//!   as `{"stream", "id", "prev", "feed", "key", "op", "row"}` (`prev`: the log's
+//!   previous id, so a subscriber can tell it missed nothing).
 //! - the feed (one per Redis sink: job, flow, key fields, aggregates) is described in the
 //!   hash `streamc:feeds`, its keys indexed by last change in `streamc:keys:<feed>`, and
 //!   the job's progress (watermarks, lag, counts) is in the hash `streamc:status` and

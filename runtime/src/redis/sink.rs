@@ -4,14 +4,12 @@
 //! connection the sink reconnects and sends the unacknowledged batch again; a batch that
 //! cannot be delivered within [`RETRY_FOR`] fails the job.
 
-use std::fmt;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use std::time::{Duration, Instant};
 
 use super::conn::Conn;
 use super::resp::{self, RedisUrl, Value};
 use super::{REDIS_ENV, RedisError, RedisSinkSpec};
+use crate::dash::{WindowRow, status_json};
 use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkError};
 
@@ -95,106 +93,6 @@ impl Template {
             }
         }
     }
-}
-
-/// What the sink reads of a row: the window, its revision, and the template's fields
-/// (rendered as text: strings as they are, other values as JSON).
-#[derive(Debug, Default, PartialEq)]
-struct RowMeta {
-    start: Option<i64>,
-    end: Option<i64>,
-    revision: u64,
-    retracted: bool,
-    values: Vec<String>,
-}
-
-/// Deserializes a row reading only the fields the sink needs (others are skipped).
-struct RowSeed<'a> {
-    fields: &'a [String],
-}
-
-enum FieldName {
-    Start,
-    End,
-    Revision,
-    Retracted,
-    Key(usize),
-    Other,
-}
-
-struct NameSeed<'a>(&'a [String]);
-
-impl<'de> DeserializeSeed<'de> for NameSeed<'_> {
-    type Value = FieldName;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<FieldName, D::Error> {
-        struct V<'a>(&'a [String]);
-        impl Visitor<'_> for V<'_> {
-            type Value = FieldName;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<FieldName, E> {
-                Ok(match s {
-                    "window_start" => FieldName::Start,
-                    "window_end" => FieldName::End,
-                    "revision" => FieldName::Revision,
-                    "retracted" => FieldName::Retracted,
-                    s => self
-                        .0
-                        .iter()
-                        .position(|f| f == s)
-                        .map_or(FieldName::Other, FieldName::Key),
-                })
-            }
-        }
-        d.deserialize_str(V(self.0))
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
-    type Value = RowMeta;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<RowMeta, D::Error> {
-        struct V<'a>(&'a [String]);
-        impl<'de> Visitor<'de> for V<'_> {
-            type Value = RowMeta;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a window result row (a JSON object)")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<RowMeta, M::Error> {
-                let mut m = RowMeta {
-                    values: vec![String::new(); self.0.len()],
-                    ..RowMeta::default()
-                };
-                while let Some(name) = map.next_key_seed(NameSeed(self.0))? {
-                    match name {
-                        FieldName::Start => m.start = Some(map.next_value()?),
-                        FieldName::End => m.end = Some(map.next_value()?),
-                        FieldName::Revision => m.revision = map.next_value()?,
-                        FieldName::Retracted => m.retracted = map.next_value()?,
-                        FieldName::Key(i) => {
-                            let v: serde_json::Value = map.next_value()?;
-                            m.values[i] = match v {
-                                serde_json::Value::String(s) => s,
-                                v => v.to_string(),
-                            };
-                        }
-                        FieldName::Other => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(m)
-            }
-        }
-        d.deserialize_map(V(self.fields))
-    }
-}
-
-fn parse_row(fields: &[String], row: &[u8]) -> Result<RowMeta, String> {
-    let mut de = serde_json::Deserializer::from_slice(row);
-    RowSeed { fields }
-        .deserialize(&mut de)
-        .map_err(|e| format!("not a window result row ({e})"))
 }
 
 /// What a queued command was, to make sense of its reply.
@@ -301,12 +199,8 @@ impl RedisSink {
     }
 
     fn queue_row(&mut self, row: &[u8]) -> Result<(), SinkError> {
-        let meta = parse_row(&self.template.fields, row).map_err(SinkError::msg)?;
-        let (Some(start), Some(end)) = (meta.start, meta.end) else {
-            return Err(SinkError::msg(
-                "a Redis sink stores window results: the row has no window_start/window_end",
-            ));
-        };
+        let meta = WindowRow::parse(&self.template.fields, row).map_err(SinkError::msg)?;
+        let (start, end) = meta.window().map_err(SinkError::msg)?;
         self.template.render(&meta.values, &mut self.key);
         let order = meta.revision * 2 + u64::from(meta.retracted);
         let row = std::str::from_utf8(row).map_err(|e| SinkError::msg(e.to_string()))?;
@@ -425,70 +319,6 @@ struct Descriptor<'a> {
     index: String,
 }
 
-#[derive(serde::Serialize)]
-struct Status<'a> {
-    job: &'a str,
-    time: i64,
-    sources: Vec<SourceStatus>,
-    flows: Vec<FlowStatus>,
-}
-
-#[derive(serde::Serialize)]
-struct SourceStatus {
-    name: &'static str,
-    /// None before any event; i64::MAX at the end of a bounded source.
-    watermark: Option<i64>,
-    records_in: u64,
-    invalid: u64,
-    /// Sum over partitions of the consumer lag (None: not a Kafka source, or unknown).
-    lag: Option<i64>,
-    partitions: usize,
-}
-
-#[derive(serde::Serialize)]
-struct FlowStatus {
-    name: &'static str,
-    late: u64,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// The progress of a job as dashboards read it (`streamc:status`).
-pub fn status_json(job: &str, m: &Metrics) -> String {
-    let status = Status {
-        job,
-        time: now_ms(),
-        sources: m
-            .sources
-            .iter()
-            .map(|s| {
-                let lags: Vec<i64> = s.partitions.iter().filter_map(|p| p.lag).collect();
-                SourceStatus {
-                    name: s.name,
-                    watermark: (s.watermark != crate::WATERMARK_MIN).then_some(s.watermark),
-                    records_in: s.records_in,
-                    invalid: s.invalid,
-                    lag: (!lags.is_empty()).then(|| lags.iter().sum()),
-                    partitions: s.partitions.len(),
-                }
-            })
-            .collect(),
-        flows: m
-            .flows
-            .iter()
-            .map(|f| FlowStatus {
-                name: f.name,
-                late: f.late,
-            })
-            .collect(),
-    };
-    serde_json::to_string(&status).unwrap_or_else(|_| "{}".to_string())
-}
-
 impl Sink for RedisSink {
     fn write(&mut self, _key: Option<&[u8]>, value: &[u8]) -> Result<(), SinkError> {
         self.queue_row(value)?;
@@ -544,32 +374,5 @@ mod tests {
         t.render(&[], &mut out);
         assert_eq!(out, "global");
         assert!(Template::parse("a{b").is_err());
-    }
-
-    #[test]
-    fn rows_are_read_for_what_the_sink_needs() {
-        let fields = vec!["user_id".to_string(), "url".to_string(), "ok".to_string()];
-        let row = br#"{"views":3,"nested":{"window_start":1},"user_id":42,"url":"/x\"y","ok":null,"window_start":1000,"window_end":2000,"revision":2,"retracted":true}"#;
-        let m = parse_row(&fields, row).unwrap();
-        assert_eq!(
-            m,
-            RowMeta {
-                start: Some(1000),
-                end: Some(2000),
-                revision: 2,
-                retracted: true,
-                values: vec!["42".into(), "/x\"y".into(), "null".into()],
-            }
-        );
-        let m = parse_row(&[], br#"{"window_start":-5,"window_end":5,"revision":0}"#).unwrap();
-        assert!(!m.retracted);
-        assert_eq!((m.start, m.end), (Some(-5), Some(5)));
-        assert!(parse_row(&[], b"[1,2]").is_err());
-        assert!(parse_row(&[], b"{\"window_start\":\"x\"}").is_err());
-        assert_eq!(
-            parse_row(&[], br#"{"a":1}"#).unwrap().start,
-            None,
-            "a row that is not a window result is refused by the sink, not here"
-        );
     }
 }

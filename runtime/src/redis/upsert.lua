@@ -91,7 +91,8 @@ local prev = '0-0'
 if last[1] then prev = last[1][1] end
 local id = redis.call('XADD', log, 'MAXLEN', '~', maxlen, '*',
   'feed', feed, 'key', rows, 'op', op, 'row', row)
-redis.call('PUBLISH', channel, '{"id":"' .. id .. '","prev":"' .. prev .. '","feed":' ..
+redis.call('PUBLISH', channel, '{"stream":' .. cjson.encode(log) .. ',"id":"' .. id ..
+  '","prev":"' .. prev .. '","feed":' ..
   cjson.encode(feed) .. ',"key":' .. cjson.encode(rows) .. ',"op":"' .. op ..
   '","row":' .. row .. '}')
 return id

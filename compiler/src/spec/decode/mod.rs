@@ -426,6 +426,7 @@ impl Decoder<'_> {
                 "dead_letter",
                 "checkpoint",
                 "state",
+                "serve",
             ],
             false,
         ) else {
@@ -487,6 +488,9 @@ impl Decoder<'_> {
         }
         if let Some(e) = keys.get("state") {
             spec.state = self.state(e);
+        }
+        if let Some(e) = keys.get("serve") {
+            spec.serve = self.serve(e);
         }
         self.finish(keys);
         spec

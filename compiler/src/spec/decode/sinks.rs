@@ -3,8 +3,16 @@
 use super::{Decoder, short};
 use crate::diag::{Diagnostic, Span, did_you_mean};
 use crate::spec::ast::{
-    CheckpointDecl, RedisDecl, SinkBody, SinkDecl, Spanned, StateBackend, StateDecl,
+    CheckpointDecl, RedisDecl, ServeDecl, SinkBody, SinkDecl, Spanned, StateBackend, StateDecl,
 };
+
+/// `HOST:PORT` or `:PORT` with a numeric port (the host is resolved at run time).
+fn valid_listen(a: &str) -> bool {
+    match a.rsplit_once(':') {
+        Some((host, port)) => port.parse::<u16>().is_ok() && !host.contains(char::is_whitespace),
+        None => false,
+    }
+}
 use crate::spec::yaml::{Entry, Node, NodeKind};
 
 const SINK_KINDS: [&str; 4] = ["kafka", "file", "stdout", "redis"];
@@ -209,6 +217,48 @@ impl Decoder<'_> {
             stream_max_len,
             url,
         }))
+    }
+
+    /// `serve: {listen: HOST:PORT, keep: N}` (both optional; `serve: {}` is enough).
+    pub(super) fn serve(&mut self, e: &Entry) -> Option<ServeDecl> {
+        let mut k = self.keys(&e.value, "serve", e.key.span, &["listen", "keep"], true)?;
+        let listen = match k.get("listen") {
+            Some(l) => match self.nonempty_string(l, "an address") {
+                Some(a) if valid_listen(a.value.trim()) => Some(a.value.trim().to_string()),
+                Some(a) => {
+                    self.error(
+                        Diagnostic::error(format!("invalid address `{}` to serve on", short(&a.value)))
+                            .label(a.span, "expected HOST:PORT or :PORT")
+                            .help("for example `listen: 127.0.0.1:8080` (or `:8080`; port 0 picks a free one)"),
+                    );
+                    None
+                }
+                None => None,
+            },
+            None => None,
+        };
+        let keep = match k.get("keep") {
+            Some(e) => match self.u64(e, "`keep`") {
+                Some(0) => {
+                    self.error(
+                        Diagnostic::error("`keep` must be at least 1")
+                            .label(e.value.span, "zero")
+                            .help("`keep: N` keeps the newest N windows of each key in memory; leave it out for 60"),
+                    );
+                    None
+                }
+                Some(n) => Some(n),
+                None => None,
+            },
+            None => None,
+        };
+        self.finish(k);
+        // Declared even when a value had an error (reported): no follow-on errors.
+        Some(ServeDecl {
+            span: e.key.span,
+            listen,
+            keep,
+        })
     }
 
     pub(super) fn checkpoint(&mut self, e: &Entry) -> Option<CheckpointDecl> {
