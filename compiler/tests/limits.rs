@@ -59,7 +59,10 @@ fn nest(open: &str, inner: &str, close: &str, n: usize) -> String {
 }
 
 /// Each shape of deep expression, as a function of a size.
-fn shapes() -> Vec<(&'static str, Box<dyn Fn(usize) -> String>)> {
+/// A named family of expressions, by size.
+type Shape = (&'static str, Box<dyn Fn(usize) -> String>);
+
+fn shapes() -> Vec<Shape> {
     vec![
         ("chain of +", Box::new(|n| repeat_join("v", " + ", n))),
         ("chain of *", Box::new(|n| repeat_join("v", " * ", n))),
@@ -171,7 +174,7 @@ fn growth(shape: &dyn Fn(usize) -> String, n: usize) -> (usize, usize) {
 
 #[test]
 fn generated_code_grows_linearly_with_expressions() {
-    let linear: Vec<(&str, Box<dyn Fn(usize) -> String>)> = vec![
+    let linear: Vec<Shape> = vec![
         ("chain of +", Box::new(|n| repeat_join("v", " + ", n))),
         (
             "chain of AND",
