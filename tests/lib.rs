@@ -2,6 +2,10 @@
 //! `pipelines/` into a temporary directory, run the binary with its file sinks
 //! redirected there, and read the results back as an upsert view.
 
+pub mod generator;
+pub mod harness;
+pub mod oracle;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -180,19 +180,21 @@ impl Model {
         let mut acc = Acc::default();
         let mut base = 0;
         for w in absorbed {
-            if let (Some(r), Some(last)) = (w.emitted, &w.last_out) {
-                if (w.start, w.end) != (cs, ce) {
-                    out.push(Em {
-                        key,
-                        start: w.start,
-                        end: w.end,
-                        revision: r,
-                        retracted: true,
-                        out: last.clone(),
-                    });
-                }
-                base = base.max(r + 1);
+            if let (Some(r), Some(last)) = (w.emitted, &w.last_out)
+                && (w.start, w.end) != (cs, ce)
+            {
+                out.push(Em {
+                    key,
+                    start: w.start,
+                    end: w.end,
+                    revision: r,
+                    retracted: true,
+                    out: last.clone(),
+                });
             }
+            // 1 + the largest revision emitted by any absorbed window, directly or
+            // through the windows those had absorbed (an unfired one carries its base).
+            base = base.max(w.next_rev());
             acc.merge(w.acc);
         }
         acc.vals.push(ts);

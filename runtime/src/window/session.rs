@@ -335,9 +335,10 @@ where
         // A merge (bounds change: the in-place case returned above). Each absorbed
         // session that has emitted is retracted with its last emission (its
         // accumulator is unchanged since, as every change to a fired session re-fires
-        // it); the merged session's next revision is 1 + the largest revision those
-        // emitted, 0 if none did. (Revisions of an absorbed session that never emitted
-        // are not inherited: it emitted none.)
+        // it); the merged session's next revision is 1 + the largest revision emitted by
+        // any session it absorbs, directly or through the sessions those had absorbed
+        // (an absorbed session that never fired carries its inherited `next_rev`), 0 if
+        // none: along a chain of merges a revision never goes backwards.
         let mut acc: Option<A> = None;
         let mut next_rev = 0u32;
         // The common merge is an event extending one session's end: its start stays
@@ -359,8 +360,8 @@ where
                     retracted: true,
                     out: w.acc.output(),
                 });
-                next_rev = next_rev.max(w.next_rev);
             }
+            next_rev = next_rev.max(w.next_rev);
             match &mut acc {
                 Some(a) => a.merge(w.acc),
                 None => acc = Some(w.acc),

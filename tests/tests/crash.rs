@@ -1,0 +1,304 @@
+//! Crashes and restarts against the real broker, checked against the independent oracle
+//! (`tests/oracle.rs`) on a generated multi-partition input (`tests/generator.rs`):
+//!
+//! - one uninterrupted bounded run, with and without checkpoints, equals the oracle
+//!   exactly (the baseline: the job and the oracle agree before anything is killed);
+//! - the crash test: the checkpointed, exactly-once job killed with SIGKILL at random
+//!   moments and inside every phase of a checkpoint and of the commit (the test-only
+//!   hook `STREAMC_FAULT`), restarted each time while the input is being produced, then
+//!   finished with `--bounded`: read-committed results, late events and dead letters
+//!   equal the oracle's exactly;
+//! - the same job without checkpoints, killed (SIGKILL and SIGTERM) and restarted: the
+//!   upsert view is exact, every too-late event is in the late topic and nothing else.
+//!
+//! `STREAMC_TEST_SEED` overrides the seeds (the failure message names the one used).
+//! Restarts use static membership (`group.instance.id`): a restarted instance takes its
+//! partitions back at once instead of waiting out the old member's session (6 s here;
+//! librdkafka's default is 45 s).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use streamc_tests::generator::{Params, Rng, generate};
+use streamc_tests::harness::*;
+
+const PARTITIONS: u32 = 5;
+
+/// One uninterrupted `--bounded` run over an input produced beforehand.
+fn uninterrupted(tag: &str, checkpoints: bool, seed: u64) {
+    let _serial = serial();
+    let scratch = Scratch::new(tag);
+    let topics = Topics::create(tag, PARTITIONS);
+    let ck = checkpoints.then(|| Checkpoints {
+        interval: "300ms".into(),
+        storage: scratch.join("checkpoints"),
+    });
+    let mut job = StateJob::new(tag, &topics, ck);
+    // One run: no restart to speed up (and the build without checkpoints has no static
+    // membership yet).
+    job.static_membership = checkpoints;
+    let bin = job.build(&scratch.path, "job.yaml");
+    let input = generate(&Params::standard(seed, PARTITIONS, 6000));
+    let expected = job.oracle().run(&input.payloads());
+    produce_all(&topics.input, input.partitions.clone());
+
+    let started = Instant::now();
+    let mut p = Proc::start(
+        "bounded",
+        &bin,
+        &job.args(0, true),
+        &[],
+        scratch.join("bounded.log"),
+    );
+    let status = p.wait_timeout(Duration::from_secs(120));
+    let log = p.log_tail(30);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "seed {seed}: the bounded run ended with {status:?} after {:?}:\n{log}",
+        started.elapsed()
+    );
+    let got = Outputs::read(&topics, true);
+    if let Err(report) = compare_exact(&expected, &got) {
+        panic!(
+            "seed {seed}: one uninterrupted bounded run (checkpoints: {checkpoints}) differs from the oracle\n\
+             got {}\n{report}\nlog:\n{log}",
+            got.summary()
+        );
+    }
+}
+
+#[test]
+fn one_bounded_run_without_checkpoints_matches_the_oracle() {
+    uninterrupted("base", false, seed(11));
+}
+
+#[test]
+#[ignore = "needs checkpoints (the `checkpoint:` block, exactly-once output): issue 8"]
+fn one_bounded_run_with_checkpoints_matches_the_oracle() {
+    uninterrupted("baseck", true, seed(12));
+}
+
+/// How one run of the crash test ends.
+#[derive(Clone, Debug)]
+enum Kill {
+    /// The harness sends SIGKILL this long after the start.
+    After(Duration),
+    /// The harness sends SIGTERM this long after the start (a clean stop).
+    Term(Duration),
+    /// `STREAMC_FAULT=<point>@<n>`: the process kills itself there.
+    Fault(&'static str, u32),
+}
+
+/// The fault points of `docs/design/state.md` reached by a checkpointed job.
+const CHECKPOINT_POINTS: [&str; 5] = [
+    "checkpoint.start",
+    "checkpoint.blobs",
+    "checkpoint.manifest",
+    "checkpoint.offsets",
+    "checkpoint.commit",
+];
+
+/// The crash schedule: each checkpoint phase twice, `restore` twice, `record` three
+/// times, and random SIGKILLs, shuffled by the seed (the first two runs are plain kills,
+/// so that there is a checkpoint to restore when `restore` comes up).
+fn crash_schedule(rng: &mut Rng, checkpoints: bool) -> Vec<Kill> {
+    let mut v = vec![];
+    if checkpoints {
+        for p in CHECKPOINT_POINTS {
+            for _ in 0..2 {
+                v.push(Kill::Fault(p, rng.range(1, 4) as u32));
+            }
+        }
+        v.push(Kill::Fault("restore", 1));
+        v.push(Kill::Fault("restore", 1));
+    } else {
+        for _ in 0..4 {
+            v.push(Kill::Fault("commit", rng.range(1, 4) as u32));
+        }
+        for _ in 0..5 {
+            v.push(Kill::Term(Duration::from_millis(
+                rng.range(300, 3000) as u64
+            )));
+        }
+    }
+    for _ in 0..3 {
+        v.push(Kill::Fault("record", rng.range(1, 20_000) as u32));
+    }
+    for _ in 0..7 {
+        v.push(Kill::After(Duration::from_millis(
+            rng.range(150, 3000) as u64
+        )));
+    }
+    rng.shuffle(&mut v);
+    let mut head = vec![
+        Kill::After(Duration::from_millis(rng.range(1500, 3000) as u64)),
+        Kill::After(Duration::from_millis(rng.range(200, 2500) as u64)),
+    ];
+    head.extend(v);
+    head
+}
+
+/// Runs the job once, ending as `kill` says; a line for the journal and, for a fault,
+/// whether the process reached the point.
+fn one_run(
+    job: &StateJob,
+    bin: &std::path::Path,
+    scratch: &Scratch,
+    i: usize,
+    kill: &Kill,
+) -> (String, Option<bool>) {
+    let log = scratch.join(&format!("run-{i:02}.log"));
+    let env: Vec<(&str, String)> = match kill {
+        Kill::Fault(point, n) => vec![("STREAMC_FAULT", format!("{point}@{n}"))],
+        _ => vec![],
+    };
+    let mut p = Proc::start(&format!("run {i}"), bin, &job.args(0, false), &env, log);
+    match kill {
+        Kill::After(d) | Kill::Term(d) => {
+            if let Some(s) = p.wait_timeout(*d) {
+                panic!(
+                    "run {i} exited by itself with {s} before the harness stopped it:\n{}",
+                    p.log_tail(40)
+                );
+            }
+            if let Kill::Term(_) = kill {
+                match p.term(Duration::from_secs(30)) {
+                    Ok(s) if s.success() => (format!("run {i}: SIGTERM after {d:?}: exit 0"), None),
+                    Ok(s) => panic!("run {i}: SIGTERM: exit {s}:\n{}", p.log_tail(40)),
+                    Err(_) => panic!(
+                        "run {i}: no exit within 30 s of SIGTERM:\n{}",
+                        p.log_tail(40)
+                    ),
+                }
+            } else {
+                p.kill();
+                (format!("run {i}: SIGKILL after {d:?}"), None)
+            }
+        }
+        Kill::Fault(point, n) => match p.wait_timeout(Duration::from_secs(15)) {
+            Some(s) if killed(s) => (
+                format!(
+                    "run {i}: killed itself at {point}@{n} after {:.2} s",
+                    p.started.elapsed().as_secs_f64()
+                ),
+                Some(true),
+            ),
+            Some(s) => panic!(
+                "run {i}: STREAMC_FAULT={point}@{n}: exited with {s}, not by SIGKILL:\n{}",
+                p.log_tail(40)
+            ),
+            None => {
+                p.kill();
+                (
+                    format!("run {i}: {point}@{n} not reached within 15 s: SIGKILL"),
+                    Some(false),
+                )
+            }
+        },
+    }
+}
+
+/// The crash loop: `schedule` runs while the input is produced, then a `--bounded` run.
+fn crash_and_finish(tag: &str, checkpoints: bool, seed: u64) {
+    let _serial = serial();
+    let scratch = Scratch::new(tag);
+    let mut journal = Journal::new();
+    let topics = Topics::create(tag, PARTITIONS);
+    let ck = checkpoints.then(|| Checkpoints {
+        interval: "300ms".into(),
+        storage: scratch.join("checkpoints"),
+    });
+    let job = StateJob::new(tag, &topics, ck);
+    let bin = job.build(&scratch.path, "job.yaml");
+    let input = generate(&Params::standard(seed, PARTITIONS, 8000));
+    let expected = job.oracle().run(&input.payloads());
+    journal.log(format!(
+        "seed {seed}: {} records in {PARTITIONS} partitions; oracle: {:?}",
+        input.len(),
+        expected.stats
+    ));
+    let mut rng = Rng::new(seed ^ 0xc7a5);
+    let schedule = crash_schedule(&mut rng, checkpoints);
+    // Produced over about 30 s: the kills fall before, during and after the input grows.
+    let feeder = Feeder::start(
+        &topics.input,
+        input.partitions.clone(),
+        60,
+        Duration::from_millis(500),
+    );
+    let mut reached: BTreeMap<&str, usize> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    for (i, kill) in schedule.iter().enumerate() {
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: the crash loop took too long\n{}",
+            journal.text()
+        );
+        let (line, hit) = one_run(&job, &bin, &scratch, i, kill);
+        journal.log(line);
+        if let (Kill::Fault(point, _), Some(true)) = (kill, hit) {
+            *reached.entry(point).or_default() += 1;
+        }
+    }
+    let waited = wait_until(Duration::from_secs(60), || feeder.done());
+    assert!(waited, "seed {seed}: the producer did not finish");
+    feeder.wait();
+    journal.log("input complete; the final --bounded run");
+    let mut last = Proc::start(
+        "final",
+        &bin,
+        &job.args(0, true),
+        &[],
+        scratch.join("final.log"),
+    );
+    let status = last.wait_timeout(Duration::from_secs(120));
+    journal.log(format!("final run: {status:?}"));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "seed {seed}: the final bounded run ended with {status:?}:\n{}\n{}",
+        last.log_tail(40),
+        journal.text()
+    );
+    let got = Outputs::read(&topics, true);
+    journal.log(format!("read back: {}", got.summary()));
+    let verdict = if checkpoints {
+        compare_exact(&expected, &got)
+    } else {
+        compare_at_least_once(&expected, &got)
+    };
+    if let Err(report) = verdict {
+        panic!(
+            "seed {seed} (STREAMC_TEST_SEED={seed} reproduces the input and the schedule):\n{report}\njournal:\n{}",
+            journal.text()
+        );
+    }
+    // The test killed where it says it did.
+    let points: Vec<&str> = if checkpoints {
+        CHECKPOINT_POINTS
+            .iter()
+            .copied()
+            .chain(["restore"])
+            .collect()
+    } else {
+        vec!["commit"]
+    };
+    for p in points {
+        assert!(
+            reached.get(p).copied().unwrap_or(0) >= 1,
+            "seed {seed}: no run reached the fault point {p}: {reached:?}\n{}",
+            journal.text()
+        );
+    }
+    assert!(schedule.len() >= 20);
+}
+
+#[test]
+#[ignore = "needs checkpoints with exactly-once output, static membership and the STREAMC_FAULT hook: issue 8"]
+fn crash_test_exactly_once() {
+    crash_and_finish("crash", true, seed(2024));
+}
+
+#[test]
+#[ignore = "needs restarts without checkpoints to restore the watermark from the commit metadata and skip accounted records: issue 8"]
+fn restarts_without_checkpoints_keep_the_upsert_view_exact() {
+    crash_and_finish("alo", false, seed(77));
+}
