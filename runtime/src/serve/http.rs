@@ -418,11 +418,16 @@ impl Client {
     }
 
     /// Changes older than the ring, from the change log, before what is queued.
+    /// Cancel-safe (the WebSocket loop may drop it half-way): the backfill is only
+    /// marked done once its changes are queued.
     async fn run_backfill(&mut self, after: EventId, upto: EventId) {
         let Some(b) = self.app.backfill.clone() else {
+            self.backfill = None;
             return self.resync(Resync::Gone);
         };
-        match b.changes(after, upto).await {
+        let r = b.changes(after, upto).await;
+        self.backfill = None;
+        match r {
             Ok(changes) => {
                 let mut front = Vec::new();
                 for c in changes {
@@ -511,7 +516,7 @@ impl Client {
 
     async fn next(&mut self) -> Step {
         loop {
-            if let Some((after, upto)) = self.backfill.take() {
+            if let Some((after, upto)) = self.backfill {
                 self.run_backfill(after, upto).await;
             }
             if let Some(o) = self.queue.pop_front() {
