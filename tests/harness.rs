@@ -144,13 +144,26 @@ impl Topics {
             sessions_late: unique(&format!("{tag}-slate")),
             dead: unique(&format!("{tag}-dlq")),
         };
-        create_topic(&t.input, partitions);
-        create_topic(&t.tumbling_out, 2);
-        create_topic(&t.sessions_out, 2);
-        for x in [&t.tumbling_late, &t.sessions_late, &t.dead] {
-            create_topic(x, 1);
-        }
+        create_topics(&[
+            (&t.input, partitions),
+            (&t.tumbling_out, 2),
+            (&t.sessions_out, 2),
+            (&t.tumbling_late, 1),
+            (&t.sessions_late, 1),
+            (&t.dead, 1),
+        ]);
         t
+    }
+}
+
+/// Creates topics (name, partitions), a few at a time (each is a JVM tool's run).
+pub fn create_topics(topics: &[(&str, u32)]) {
+    for chunk in topics.chunks(3) {
+        std::thread::scope(|s| {
+            for &(name, n) in chunk {
+                s.spawn(move || create_topic(name, n));
+            }
+        });
     }
 }
 
@@ -814,7 +827,7 @@ pub fn compare_exact(x: &Expected, got: &Outputs) -> Result<(), String> {
 }
 
 /// A row without its revision (see [`compare_at_least_once`]).
-fn without_revision(v: &Value) -> Value {
+pub fn without_revision(v: &Value) -> Value {
     let mut v = v.clone();
     if let Some(o) = v.as_object_mut() {
         o.remove("revision");

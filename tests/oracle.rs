@@ -120,6 +120,9 @@ pub struct DeadLetter {
 pub struct Expected {
     /// Every result row, per flow, in the order one partition emits them.
     pub results: BTreeMap<String, Vec<Value>>,
+    /// Beside each result row: the partition and the offset of the record whose
+    /// processing emitted it (`u64::MAX`: the end of input).
+    pub emitted_at: BTreeMap<String, Vec<(u32, u64)>>,
     /// The too-late events of each flow, raw.
     pub late: BTreeMap<String, Vec<String>>,
     pub dead: Vec<DeadLetter>,
@@ -399,6 +402,7 @@ impl Job {
         let mut x = Expected::default();
         for f in &self.flows {
             x.results.insert(f.name.clone(), vec![]);
+            x.emitted_at.insert(f.name.clone(), vec![]);
             x.late.insert(f.name.clone(), vec![]);
         }
         for (p, records) in partitions.iter().enumerate() {
@@ -409,6 +413,12 @@ impl Job {
                 .map(|flow| FlowState { flow, wins: vec![] })
                 .collect();
             let mut outs: Vec<Vec<Value>> = vec![vec![]; flows.len()];
+            let mut ats: Vec<Vec<(u32, u64)>> = vec![vec![]; flows.len()];
+            let tag = |outs: &Vec<Vec<Value>>, ats: &mut Vec<Vec<(u32, u64)>>, at: u64| {
+                for (o, a) in outs.iter().zip(ats.iter_mut()) {
+                    a.resize(o.len(), (p, at));
+                }
+            };
             let mut w = i64::MIN;
             let mut max_ts = i64::MIN;
             for (offset, raw) in records.iter().enumerate() {
@@ -445,14 +455,17 @@ impl Job {
                         fs.advance(w, &mut outs[i], &mut x.stats);
                     }
                 }
+                tag(&outs, &mut ats, offset);
             }
             // The end of a bounded run: W = +infinity.
             for (i, fs) in flows.iter_mut().enumerate() {
                 fs.advance(i64::MAX, &mut outs[i], &mut x.stats);
                 assert!(fs.wins.is_empty(), "no state is left at the end");
             }
-            for (fs, o) in flows.iter().zip(outs) {
+            tag(&outs, &mut ats, u64::MAX);
+            for ((fs, o), a) in flows.iter().zip(outs).zip(ats) {
                 x.results.get_mut(&fs.flow.name).expect("flow").extend(o);
+                x.emitted_at.get_mut(&fs.flow.name).expect("flow").extend(a);
             }
         }
         x
@@ -654,6 +667,11 @@ mod tests {
         .collect();
         assert_eq!(rows(&x), want);
         assert_eq!(x.late["f"], vec![ev("a", 5, 9)]);
+        // [0,10) r0 on the record at offset 1, r1 at 2; [10,20) r0 at 4, r1 at 6; the end.
+        assert_eq!(
+            x.emitted_at["f"],
+            vec![(0, 1), (0, 2), (0, 4), (0, 6), (0, u64::MAX)]
+        );
         assert_eq!(
             x.dead,
             vec![DeadLetter {

@@ -27,7 +27,9 @@ const PARTITIONS: u32 = 5;
 fn uninterrupted(tag: &str, checkpoints: bool, seed: u64) {
     let _serial = serial();
     let scratch = Scratch::new(tag);
+    let mut journal = Journal::new();
     let topics = Topics::create(tag, PARTITIONS);
+    journal.log("topics created");
     let ck = checkpoints.then(|| Checkpoints {
         interval: "300ms".into(),
         storage: scratch.join("checkpoints"),
@@ -37,9 +39,12 @@ fn uninterrupted(tag: &str, checkpoints: bool, seed: u64) {
     // membership yet).
     job.static_membership = checkpoints;
     let bin = job.build(&scratch.path, "job.yaml");
+    journal.log("built");
     let input = generate(&Params::standard(seed, PARTITIONS, 6000));
     let expected = job.oracle().run(&input.payloads());
+    journal.log(format!("oracle: {:?}", expected.stats));
     produce_all(&topics.input, input.partitions.clone());
+    journal.log(format!("produced {} records", input.len()));
 
     let started = Instant::now();
     let mut p = Proc::start(
@@ -56,8 +61,12 @@ fn uninterrupted(tag: &str, checkpoints: bool, seed: u64) {
         "seed {seed}: the bounded run ended with {status:?} after {:?}:\n{log}",
         started.elapsed()
     );
+    journal.log(format!("bounded run: {status:?}"));
     let got = Outputs::read(&topics, true);
-    if let Err(report) = compare_exact(&expected, &got) {
+    journal.log(format!("read back: {}", got.summary()));
+    let verdict = compare_exact(&expected, &got);
+    journal.log("compared");
+    if let Err(report) = verdict {
         panic!(
             "seed {seed}: one uninterrupted bounded run (checkpoints: {checkpoints}) differs from the oracle\n\
              got {}\n{report}\nlog:\n{log}",
@@ -97,43 +106,48 @@ const CHECKPOINT_POINTS: [&str; 5] = [
     "checkpoint.commit",
 ];
 
-/// The crash schedule: each checkpoint phase twice, `restore` twice, `record` three
-/// times, and random SIGKILLs, shuffled by the seed (the first two runs are plain kills,
-/// so that there is a checkpoint to restore when `restore` comes up).
+/// The crash schedule: two plain SIGKILLs first (so that there is a checkpoint to
+/// restore), then, shuffled by the seed, each checkpoint phase twice, `restore` twice,
+/// `record` three times and a few random SIGKILLs, all while the input is still being
+/// produced (a checkpoint phase is reached within a few intervals); then more random
+/// SIGKILLs (and, without checkpoints, SIGTERMs) while the job catches up.
 fn crash_schedule(rng: &mut Rng, checkpoints: bool) -> Vec<Kill> {
-    let mut v = vec![];
-    if checkpoints {
-        for p in CHECKPOINT_POINTS {
-            for _ in 0..2 {
-                v.push(Kill::Fault(p, rng.range(1, 4) as u32));
-            }
-        }
-        v.push(Kill::Fault("restore", 1));
-        v.push(Kill::Fault("restore", 1));
-    } else {
-        for _ in 0..4 {
-            v.push(Kill::Fault("commit", rng.range(1, 4) as u32));
-        }
-        for _ in 0..5 {
-            v.push(Kill::Term(Duration::from_millis(
-                rng.range(300, 3000) as u64
-            )));
-        }
-    }
-    for _ in 0..3 {
-        v.push(Kill::Fault("record", rng.range(1, 20_000) as u32));
-    }
-    for _ in 0..7 {
-        v.push(Kill::After(Duration::from_millis(
-            rng.range(150, 3000) as u64
-        )));
-    }
-    rng.shuffle(&mut v);
+    let kill = |rng: &mut Rng| Kill::After(Duration::from_millis(rng.range(150, 3000) as u64));
+    let term = |rng: &mut Rng| Kill::Term(Duration::from_millis(rng.range(300, 3000) as u64));
     let mut head = vec![
         Kill::After(Duration::from_millis(rng.range(1500, 3000) as u64)),
         Kill::After(Duration::from_millis(rng.range(200, 2500) as u64)),
     ];
-    head.extend(v);
+    let mut middle = vec![];
+    if checkpoints {
+        for p in CHECKPOINT_POINTS {
+            for _ in 0..2 {
+                middle.push(Kill::Fault(p, rng.range(1, 4) as u32));
+            }
+        }
+        middle.push(Kill::Fault("restore", 1));
+        middle.push(Kill::Fault("restore", 1));
+    } else {
+        for _ in 0..4 {
+            middle.push(Kill::Fault("commit", rng.range(1, 4) as u32));
+        }
+        for _ in 0..3 {
+            middle.push(term(rng));
+        }
+    }
+    for _ in 0..3 {
+        middle.push(Kill::Fault("record", rng.range(1, 5000) as u32));
+        middle.push(kill(rng));
+    }
+    rng.shuffle(&mut middle);
+    let mut tail: Vec<Kill> = (0..4).map(|_| kill(rng)).collect();
+    if !checkpoints {
+        tail.push(term(rng));
+        tail.push(term(rng));
+    }
+    rng.shuffle(&mut tail);
+    head.extend(middle);
+    head.extend(tail);
     head
 }
 
@@ -218,11 +232,11 @@ fn crash_and_finish(tag: &str, checkpoints: bool, seed: u64) {
     ));
     let mut rng = Rng::new(seed ^ 0xc7a5);
     let schedule = crash_schedule(&mut rng, checkpoints);
-    // Produced over about 30 s: the kills fall before, during and after the input grows.
+    // Produced over about 45 s: the kills fall before, during and after the input grows.
     let feeder = Feeder::start(
         &topics.input,
         input.partitions.clone(),
-        60,
+        90,
         Duration::from_millis(500),
     );
     let mut reached: BTreeMap<&str, usize> = BTreeMap::new();

@@ -79,7 +79,6 @@ struct App {
     hub: Arc<Hub>,
     backfill: Option<Arc<dyn Backfill>>,
     cfg: HttpConfig,
-    shutdown: watch::Receiver<bool>,
 }
 
 const INDEX_HTML: &str = include_str!("page/index.html");
@@ -89,7 +88,8 @@ const UPLOT_JS: &str = include_str!("page/vendor/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("page/vendor/uPlot.min.css");
 const FAVICON: &str = "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'><path d='M1 12l4-5 3 3 4-7 3 4' fill='none' stroke='#2b6cb0' stroke-width='2'/></svg>";
 
-/// The router of the dashboard server.
+/// The router of the dashboard server (call it within a tokio runtime: it starts the
+/// keep-alive timer).
 pub fn router(
     hub: Arc<Hub>,
     backfill: Option<Arc<dyn Backfill>>,
@@ -97,12 +97,26 @@ pub fn router(
     shutdown: watch::Receiver<bool>,
 ) -> Router {
     let origin = cfg.cors_origin.clone();
-    let app = Arc::new(App {
-        hub,
-        backfill,
-        cfg,
-        shutdown,
-    });
+    // One timer for every client's keep-alive, and the `bye` of a shutdown, both
+    // through the hub's channel: a client only ever waits on that channel.
+    {
+        let (hub, mut stop, every) = (Arc::clone(&hub), shutdown.clone(), cfg.keepalive);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => {
+                        hub.bye();
+                        return;
+                    }
+                    _ = tick.tick() => hub.keep_alive(),
+                }
+            }
+        });
+    }
+    let app = Arc::new(App { hub, backfill, cfg });
     Router::new()
         .route(
             "/",
@@ -354,12 +368,12 @@ struct Client {
     rx: broadcast::Receiver<Arc<Frame>>,
     queue: VecDeque<Outgoing>,
     backfill: Option<(EventId, EventId)>,
+    /// A keep-alive or bye met while batching, for the next call of `next`.
+    pending: Option<Arc<Frame>>,
     /// The last change seen (sent or skipped).
     last: EventId,
     /// The last id the client was told.
     told: EventId,
-    shutdown: watch::Receiver<bool>,
-    tick: tokio::time::Interval,
 }
 
 impl Client {
@@ -372,22 +386,17 @@ impl Client {
             Start::Resume(id) => id,
             _ => EventId::default(),
         };
-        let mut tick = tokio::time::interval(app.cfg.keepalive);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is immediate: skip it.
-        tick.reset();
         Client {
-            shutdown: app.shutdown.clone(),
             feeds,
             limit,
             rx: sub.rx,
             queue: sub.initial.into(),
             backfill: sub.backfill,
+            pending: None,
             last: sub.pos,
             told,
             filter,
             app,
-            tick,
         }
     }
 
@@ -409,11 +418,16 @@ impl Client {
     }
 
     /// Changes older than the ring, from the change log, before what is queued.
+    /// Cancel-safe (the WebSocket loop may drop it half-way): the backfill is only
+    /// marked done once its changes are queued.
     async fn run_backfill(&mut self, after: EventId, upto: EventId) {
         let Some(b) = self.app.backfill.clone() else {
+            self.backfill = None;
             return self.resync(Resync::Gone);
         };
-        match b.changes(after, upto).await {
+        let r = b.changes(after, upto).await;
+        self.backfill = None;
+        match r {
             Ok(changes) => {
                 let mut front = Vec::new();
                 for c in changes {
@@ -452,6 +466,7 @@ impl Client {
     /// Handles one live frame: Some(what to send), or None (skipped).
     fn take(&mut self, f: Arc<Frame>) -> Option<Outgoing> {
         match &f.kind {
+            FrameKind::KeepAlive | FrameKind::Bye => None,
             FrameKind::Change { id, feed, key } => {
                 if *id <= self.last {
                     return None;
@@ -482,6 +497,11 @@ impl Client {
                 return Some(o);
             }
             match self.rx.try_recv() {
+                Ok(f) if matches!(f.kind, FrameKind::KeepAlive | FrameKind::Bye) => {
+                    // Handled by `next` (a keep-alive or the end): put off by one message.
+                    self.pending = Some(f);
+                    return None;
+                }
                 Ok(f) => {
                     if let Some(o) = self.take(f) {
                         self.note_sent(&o);
@@ -496,36 +516,39 @@ impl Client {
 
     async fn next(&mut self) -> Step {
         loop {
-            if let Some((after, upto)) = self.backfill.take() {
+            if let Some((after, upto)) = self.backfill {
                 self.run_backfill(after, upto).await;
             }
             if let Some(o) = self.queue.pop_front() {
                 self.note_sent(&o);
                 return Step::Send(o);
             }
-            tokio::select! {
-                biased;
-                _ = self.shutdown.changed() => return Step::End("shutdown"),
-                r = self.rx.recv() => match r {
-                    Ok(f) => {
+            let r = match self.pending.take() {
+                Some(f) => Ok(f),
+                None => self.rx.recv().await,
+            };
+            match r {
+                Ok(f) => match f.kind {
+                    FrameKind::Bye => return Step::End("shutdown"),
+                    FrameKind::KeepAlive => {
+                        let moved = (self.last > self.told).then_some(self.last);
+                        if let Some(id) = moved {
+                            self.told = id;
+                        }
+                        return Step::KeepAlive(moved);
+                    }
+                    _ => {
                         if let Some(o) = self.take(f) {
                             self.note_sent(&o);
                             return Step::Send(o);
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::debug!(missed = n, "client lagged");
-                        self.resync(Resync::Lagged);
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Step::End("closed"),
                 },
-                _ = self.tick.tick() => {
-                    let moved = (self.last > self.told).then_some(self.last);
-                    if let Some(id) = moved {
-                        self.told = id;
-                    }
-                    return Step::KeepAlive(moved);
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(missed = n, "client lagged");
+                    self.resync(Resync::Lagged);
                 }
+                Err(broadcast::error::RecvError::Closed) => return Step::End("closed"),
             }
         }
     }
@@ -564,8 +587,20 @@ async fn events(
             let mut out = Vec::new();
             match c.next().await {
                 Step::Send(o) => {
+                    let Some(second) = c.try_next() else {
+                        // One message: the frame's own bytes, no copy.
+                        let bytes = match o {
+                            Outgoing::Frame(f) => f.sse.clone(),
+                            own => {
+                                sse_of(&own, &mut out);
+                                Bytes::from(out)
+                            }
+                        };
+                        return Some((Ok(bytes), (Some(c), None)));
+                    };
                     sse_of(&o, &mut out);
-                    for _ in 1..BATCH {
+                    sse_of(&second, &mut out);
+                    for _ in 2..BATCH {
                         match c.try_next() {
                             Some(o) => sse_of(&o, &mut out),
                             None => break,
@@ -679,6 +714,21 @@ async fn ws_client(mut socket: WebSocket, mut c: Client) {
             }
         }
     }
+}
+
+/// A listening socket with a deep accept queue (8192, as far as `net.core.somaxconn`
+/// allows): when thousands of clients reconnect at once, a short queue drops their SYNs
+/// and each waits out TCP's retransmission backoff (1 s, 3 s, 7 s, ...).
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(8192)
 }
 
 /// Serves `router` on `listener` until `shutdown` turns true; then every stream says
