@@ -153,6 +153,7 @@ async fn client(
         }
         raw.clear();
         text.clear();
+        let chunked: bool;
         // Headers.
         loop {
             match s.read(&mut buf).await {
@@ -160,6 +161,8 @@ async fn client(
                 Ok(n) => raw.extend_from_slice(&buf[..n]),
             }
             if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..i]).to_ascii_lowercase();
+                chunked = head.contains("transfer-encoding: chunked");
                 raw.drain(..i + 4);
                 break;
             }
@@ -186,7 +189,11 @@ async fn client(
                     }
                 }
             }
-            dechunk(&mut raw, &mut text);
+            if chunked {
+                dechunk(&mut raw, &mut text);
+            } else {
+                text.append(&mut raw);
+            }
             let now = now_us();
             let mut r = rec.lock().unwrap();
             while let Some(end) = find(&text, b"\n\n") {
@@ -476,11 +483,15 @@ fn main() {
         shared.target.store(total, Ordering::Relaxed);
         let t_storm = Instant::now();
         let scpu0 = cpu_seconds(pid);
-        let _ = storm_tx.send(1);
-        writer.write(a.storm, a.rate);
-        let caught = wait_until("every client to catch up after the storm", Duration::from_secs(60), || {
-            shared.done.load(Ordering::Relaxed) == 2 * n
-        });
+        let caught = if a.storm > 0 {
+            let _ = storm_tx.send(1);
+            writer.write(a.storm, a.rate);
+            wait_until("every client to catch up after the storm", Duration::from_secs(60), || {
+                shared.done.load(Ordering::Relaxed) == 2 * n
+            })
+        } else {
+            true
+        };
         let storm_wall = t_storm.elapsed().as_secs_f64();
         let storm_cpu = cpu_seconds(pid) - scpu0;
         let storm = phase_stats(&records, a.updates as usize, total);

@@ -75,10 +75,16 @@ impl Default for HttpConfig {
     }
 }
 
-struct App {
-    hub: Arc<Hub>,
-    backfill: Option<Arc<dyn Backfill>>,
-    cfg: HttpConfig,
+pub(super) struct App {
+    pub(super) hub: Arc<Hub>,
+    pub(super) backfill: Option<Arc<dyn Backfill>>,
+    pub(super) cfg: HttpConfig,
+}
+
+/// The dashboard's routes and state, for [`serve`].
+pub struct Dashboard {
+    router: Router,
+    app: Arc<App>,
 }
 
 const INDEX_HTML: &str = include_str!("page/index.html");
@@ -95,7 +101,7 @@ pub fn router(
     backfill: Option<Arc<dyn Backfill>>,
     cfg: HttpConfig,
     shutdown: watch::Receiver<bool>,
-) -> Router {
+) -> Dashboard {
     let origin = cfg.cors_origin.clone();
     // One timer for every client's keep-alive, and the `bye` of a shutdown, both
     // through the hub's channel: a client only ever waits on that channel.
@@ -117,7 +123,7 @@ pub fn router(
         });
     }
     let app = Arc::new(App { hub, backfill, cfg });
-    Router::new()
+    let router = Router::new()
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
@@ -162,7 +168,8 @@ pub fn router(
             let origin = origin.clone();
             async move { cors(origin, req, next).await }
         }))
-        .with_state(app)
+        .with_state(Arc::clone(&app));
+    Dashboard { router, app }
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -222,10 +229,10 @@ fn bad_request(msg: &str) -> Response {
 }
 
 /// Query parameters, repeatable.
-struct Params(Vec<(String, String)>);
+pub(super) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn parse(q: Option<String>) -> Self {
+    pub(super) fn parse(q: Option<String>) -> Self {
         Params(
             form_urlencoded::parse(q.unwrap_or_default().as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -246,7 +253,7 @@ impl Params {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
-    fn number(&self, name: &str, default: usize, max: usize) -> Result<usize, String> {
+    pub(super) fn number(&self, name: &str, default: usize, max: usize) -> Result<usize, String> {
         match self.one(name) {
             None | Some("") => Ok(default),
             Some(v) => v
@@ -255,7 +262,7 @@ impl Params {
                 .map_err(|_| format!("`{name}={v}`: expected a positive number")),
         }
     }
-    fn filter(&self) -> Filter {
+    pub(super) fn filter(&self) -> Filter {
         Filter {
             feeds: self.all("feed"),
             keys: self.all("key"),
@@ -330,7 +337,7 @@ async fn keys(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Response {
 }
 
 /// How a stream starts, from `Last-Event-ID` / `last_id=` and `snapshot=`.
-fn start_of(headers: &HeaderMap, p: &Params) -> Start {
+pub(super) fn start_of(headers: &HeaderMap, p: &Params) -> Start {
     let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -349,7 +356,7 @@ fn start_of(headers: &HeaderMap, p: &Params) -> Start {
 }
 
 /// What a client's stream does next.
-enum Step {
+pub(super) enum Step {
     Send(Outgoing),
     /// Nothing to send for a while; `Some(id)`: the client's position moved (changes
     /// its filter skipped).
@@ -359,7 +366,7 @@ enum Step {
 }
 
 /// One client's position in the stream of changes: shared by SSE and WebSocket.
-struct Client {
+pub(super) struct Client {
     app: Arc<App>,
     filter: Filter,
     /// The feed ids `filter` names (None: all).
@@ -377,7 +384,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(app: Arc<App>, filter: Filter, start: Start, limit: usize) -> Self {
+    pub(super) fn new(app: Arc<App>, filter: Filter, start: Start, limit: usize) -> Self {
         let sub = app
             .hub
             .subscribe(&filter, start, limit, app.backfill.is_some());
@@ -487,7 +494,7 @@ impl Client {
     }
 
     /// What is ready without waiting (to batch several messages in one write).
-    fn try_next(&mut self) -> Option<Outgoing> {
+    pub(super) fn try_next(&mut self) -> Option<Outgoing> {
         if self.backfill.is_some() {
             return None;
         }
@@ -514,7 +521,7 @@ impl Client {
         }
     }
 
-    async fn next(&mut self) -> Step {
+    pub(super) async fn next(&mut self) -> Step {
         loop {
             if let Some((after, upto)) = self.backfill {
                 self.run_backfill(after, upto).await;
@@ -554,7 +561,7 @@ impl Client {
     }
 }
 
-fn sse_of(o: &Outgoing, out: &mut Vec<u8>) {
+pub(super) fn sse_of(o: &Outgoing, out: &mut Vec<u8>) {
     match o {
         Outgoing::Frame(f) => out.extend_from_slice(&f.sse),
         Outgoing::Own { event, id, json } => out.extend_from_slice(&sse_bytes(event, *id, json)),
@@ -562,7 +569,7 @@ fn sse_of(o: &Outgoing, out: &mut Vec<u8>) {
 }
 
 /// At most this many messages go into one write of a stream.
-const BATCH: usize = 64;
+pub(super) const BATCH: usize = 64;
 
 async fn events(
     State(app): State<Arc<App>>,
@@ -733,15 +740,19 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 
 /// Serves `router` on `listener` until `shutdown` turns true; then every stream says
 /// `bye` and the server stops (waiting at most `grace` for connections to close).
+///
+/// SSE streams (`GET /api/events`) are served by `sse.rs` straight on their sockets;
+/// every other request goes through axum.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    router: Router,
+    dashboard: Dashboard,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     let mut stop = shutdown.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let listener = super::sse::SseListener::new(listener, dashboard.app);
+    let server = axum::serve(listener, dashboard.router).with_graceful_shutdown(async move {
         let _ = stop.wait_for(|s| *s).await;
     });
     let server = server.into_future();
