@@ -324,3 +324,19 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }
+
+/// Holds a machine-wide lock for tests that use a fixed Redis database (their specs name
+/// fixed keys): two test runs at once on one machine (one Redis) take turns instead of
+/// flushing each other's data. Released when dropped.
+pub fn redis_db_lock(db: u32) -> std::fs::File {
+    let path = std::env::temp_dir().join(format!("streamc-test-redis-db{db}.lock"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    f.lock()
+        .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    f
+}

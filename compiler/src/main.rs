@@ -105,9 +105,30 @@ enum CheckpointsCmd {
     },
 }
 
+/// The stack of the thread that runs a command. Every recursive pass of the front end and
+/// of code generation is bounded by the spec's documented limits (YAML nesting, expression
+/// depth); this is a margin over what those limits need in any build profile, reserved
+/// rather than used (pages are touched only as deep as a pass goes).
+const STACK: usize = 256 << 20;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
+    let worker = std::thread::Builder::new()
+        .name("streamc".into())
+        .stack_size(STACK)
+        .spawn(move || run(cli.command));
+    let result = match worker {
+        Ok(handle) => match handle.join() {
+            Ok(result) => result,
+            Err(_) => Err(miette!(
+                "internal error: streamc stopped unexpectedly; this is a bug in streamc, \
+                 please report it with the spec"
+            )),
+        },
+        // No thread (a system limit): run on this one.
+        Err(_) => run(Cli::parse().command),
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{e:?}");

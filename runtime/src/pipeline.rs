@@ -11,8 +11,81 @@ pub struct Record<'a> {
     pub partition: u32,
     /// Position in the partition (`file`: 0-based line number; `datagen`: event index).
     pub offset: u64,
-    /// The raw bytes (a JSON line without its newline).
+    /// The raw bytes (a JSON line without its newline; a Kafka message's value).
     pub payload: &'a [u8],
+    /// A Kafka message's key, headers and whether it had a value at all (None for files
+    /// and datagen): kept so a dead letter can carry the record whole.
+    pub kafka: Option<KafkaMeta<'a>>,
+}
+
+impl<'a> Record<'a> {
+    /// A record without Kafka metadata.
+    pub fn new(partition: u32, offset: u64, payload: &'a [u8]) -> Self {
+        Record {
+            partition,
+            offset,
+            payload,
+            kafka: None,
+        }
+    }
+}
+
+/// What a Kafka message carried besides its value.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KafkaMeta<'a> {
+    /// The message had no value (a tombstone); `payload` is then empty. An empty value
+    /// is not a tombstone.
+    pub tombstone: bool,
+    /// The message key, if it had one.
+    pub key: Option<&'a [u8]>,
+    /// The headers in order, encoded as by [`KafkaMeta::encode_header`]; read them with
+    /// [`KafkaMeta::headers`].
+    pub headers: &'a [u8],
+}
+
+impl<'a> KafkaMeta<'a> {
+    /// Appends one header (`value` None: a header without a value) to `out`.
+    pub fn encode_header(out: &mut Vec<u8>, name: &[u8], value: Option<&[u8]>) {
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(name);
+        match value {
+            Some(v) => {
+                out.push(1);
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(v);
+            }
+            None => out.push(0),
+        }
+    }
+
+    /// The headers, in order: (name, value).
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+        let mut rest: &'a [u8] = self.headers;
+        std::iter::from_fn(move || {
+            let take = |rest: &mut &'a [u8], n: usize| -> Option<&'a [u8]> {
+                if rest.len() < n {
+                    return None;
+                }
+                let (a, b) = rest.split_at(n);
+                *rest = b;
+                Some(a)
+            };
+            let len = |rest: &mut &'a [u8]| -> Option<usize> {
+                let b = take(rest, 4)?;
+                Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            };
+            let n = len(&mut rest)?;
+            let name = take(&mut rest, n)?;
+            let flag = take(&mut rest, 1)?;
+            let value = if flag[0] == 1 {
+                let n = len(&mut rest)?;
+                Some(take(&mut rest, n)?)
+            } else {
+                None
+            };
+            Some((name, value))
+        })
+    }
 }
 
 /// The generated part of a job: one fused loop per source.

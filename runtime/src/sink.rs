@@ -103,6 +103,12 @@ pub trait Sink {
     }
     /// Flushes and releases the sink. No writes follow.
     fn close(&mut self) -> Result<(), SinkError>;
+    /// The most bytes one record may have in this output (a Kafka topic's message
+    /// limit), if it has a limit: a dead letter larger than this is written truncated
+    /// rather than refused (which would stop the job on that record at every restart).
+    fn max_record_bytes(&self) -> Option<usize> {
+        None
+    }
     /// Whether [`Sink::write`] wants the key (false for line-oriented sinks).
     fn uses_key(&self) -> bool {
         false

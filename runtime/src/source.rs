@@ -210,6 +210,15 @@ struct Meta {
     offset: u64,
     start: usize,
     end: usize,
+    kafka: Option<KafkaSpans>,
+}
+
+/// Where a Kafka record's key and headers are in a batch's buffer.
+#[derive(Clone, Copy, Debug)]
+struct KafkaSpans {
+    tombstone: bool,
+    key: Option<(usize, usize)>,
+    headers: (usize, usize),
 }
 
 /// A change of a source's partitions reported with a batch.
@@ -272,7 +281,55 @@ impl Batch {
             offset,
             start,
             end: self.data.len(),
+            kafka: None,
         });
+    }
+
+    /// Appends a Kafka message: its value (None: a tombstone), key and headers (name,
+    /// value), all copied, so that a dead letter can carry the message whole.
+    pub fn push_kafka<'h>(
+        &mut self,
+        partition: u32,
+        offset: u64,
+        value: Option<&[u8]>,
+        key: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'h [u8], Option<&'h [u8]>)>,
+    ) {
+        let start = self.data.len();
+        self.data.extend_from_slice(value.unwrap_or_default());
+        let end = self.data.len();
+        let key = key.map(|k| {
+            self.data.extend_from_slice(k);
+            (end, self.data.len())
+        });
+        let h = self.data.len();
+        for (name, v) in headers {
+            crate::pipeline::KafkaMeta::encode_header(&mut self.data, name, v);
+        }
+        self.records.push(Meta {
+            partition,
+            offset,
+            start,
+            end,
+            kafka: Some(KafkaSpans {
+                tombstone: value.is_none(),
+                key,
+                headers: (h, self.data.len()),
+            }),
+        });
+    }
+
+    fn record(&self, m: &Meta) -> Record<'_> {
+        Record {
+            partition: m.partition,
+            offset: m.offset,
+            payload: &self.data[m.start..m.end],
+            kafka: m.kafka.map(|k| crate::pipeline::KafkaMeta {
+                tombstone: k.tombstone,
+                key: k.key.map(|(a, b)| &self.data[a..b]),
+                headers: &self.data[k.headers.0..k.headers.1],
+            }),
+        }
     }
 
     /// Appends a record whose payload `write` appends to the buffer it is given (which
@@ -292,6 +349,7 @@ impl Batch {
                     offset,
                     start,
                     end: self.data.len(),
+                    kafka: None,
                 });
                 Ok(true)
             }
@@ -346,20 +404,12 @@ impl Batch {
 
     /// Record `i`.
     pub fn get(&self, i: usize) -> Option<Record<'_>> {
-        self.records.get(i).map(|m| Record {
-            partition: m.partition,
-            offset: m.offset,
-            payload: &self.data[m.start..m.end],
-        })
+        self.records.get(i).map(|m| self.record(m))
     }
 
     /// The records in order.
     pub fn iter(&self) -> impl Iterator<Item = Record<'_>> {
-        self.records.iter().map(|m| Record {
-            partition: m.partition,
-            offset: m.offset,
-            payload: &self.data[m.start..m.end],
-        })
+        self.records.iter().map(|m| self.record(m))
     }
 }
 
@@ -657,6 +707,7 @@ impl Source for FileSource {
                 break;
             }
             let reader = &mut self.reader;
+            let line = self.line;
             let mut read_any = false;
             let pushed = batch.push_with(0, self.line, |buf| -> io::Result<bool> {
                 let start = buf.len();
@@ -664,6 +715,10 @@ impl Source for FileSource {
                     return Ok(false);
                 }
                 read_any = true;
+                // A UTF-8 byte order mark opens the file, not its first event.
+                if line == 0 && buf[start..].starts_with(b"\xEF\xBB\xBF") {
+                    buf.drain(start..start + 3);
+                }
                 if buf.last() == Some(&b'\n') {
                     buf.pop();
                     if buf.len() > start && buf.last() == Some(&b'\r') {
@@ -961,6 +1016,50 @@ mod tests {
             assert!(polls < 10_000);
         }
         unreachable!()
+    }
+
+    #[test]
+    fn a_byte_order_mark_opens_the_file_and_is_not_part_of_the_first_event() {
+        let limits = PollLimits::default();
+        let (_d, mut src) =
+            file_source(b"\xEF\xBB\xBF{\"a\":1}\r\n{\"a\":2}\n\xEF\xBB\xBF{\"a\":3}\n");
+        let (lines, _) = drain(&mut src, limits);
+        assert_eq!(
+            lines,
+            vec![
+                (0, b"{\"a\":1}".to_vec()),
+                (1, b"{\"a\":2}".to_vec()),
+                // Only at the start of the file: elsewhere it is data (and invalid).
+                (2, b"\xEF\xBB\xBF{\"a\":3}".to_vec()),
+            ]
+        );
+        // A file that is only a BOM holds no event.
+        let (_d, mut src) = file_source(b"\xEF\xBB\xBF");
+        assert_eq!(drain(&mut src, limits).0, vec![]);
+    }
+
+    #[test]
+    fn kafka_records_keep_key_headers_and_tombstones() {
+        let mut batch = Batch::new();
+        batch.push(0, 0, b"file");
+        let h: Vec<(&[u8], Option<&[u8]>)> =
+            vec![(b"a", Some(b"1")), (b"\xff", None), (b"", Some(b""))];
+        batch.push_kafka(3, 7, Some(b"v"), Some(b"k\x00"), h.clone());
+        batch.push_kafka(3, 8, None, None, Vec::new());
+        batch.push_kafka(3, 9, Some(b""), Some(b""), Vec::new());
+        let recs: Vec<Record<'_>> = batch.iter().collect();
+        assert!(recs[0].kafka.is_none());
+        let k = recs[1].kafka.unwrap();
+        assert_eq!(
+            (recs[1].payload, k.key, k.tombstone),
+            (&b"v"[..], Some(&b"k\x00"[..]), false)
+        );
+        assert_eq!(k.headers().collect::<Vec<_>>(), h);
+        let t = recs[2].kafka.unwrap();
+        assert!(t.tombstone && t.key.is_none() && recs[2].payload.is_empty());
+        assert_eq!(t.headers().count(), 0);
+        let e = recs[3].kafka.unwrap();
+        assert!(!e.tombstone && e.key == Some(&b""[..]) && recs[3].payload.is_empty());
     }
 
     /// A pipe fed by the test: chunks written to `tx` arrive as reads.

@@ -247,7 +247,8 @@ fn file_to_file_sinks_dead_letters_and_late_events() {
             serde_json::to_string(&err_of(b"not json")).unwrap()
         ),
         format!(
-            r#"{{"error":{},"source":"events","partition":0,"offset":6,"raw":"��{{\"k\":1}}"}}"#,
+            // Not UTF-8: the bytes as base64, byte-exact.
+            r#"{{"error":{},"source":"events","partition":0,"offset":6,"raw_base64":"//57ImsiOjF9"}}"#,
             serde_json::to_string(&err_of(b"\xff\xfe{\"k\":1}")).unwrap()
         ),
         r#"{"error":"missing or invalid field `ts`","source":"events","partition":0,"offset":7,"raw":"{\"k\":\"c\"}"}"#

@@ -17,11 +17,16 @@ use streamc_runtime::redis::resp::{RedisUrl, Value};
 use streamc_runtime::redis::{FeedSpec, RedisSink, RedisSinkSpec, key_index};
 use streamc_runtime::sink::Sink;
 
+/// `STREAMC_REDIS` (or the default) with database 10: tests leave their keys there,
+/// not in the database demos and users look at.
 fn url() -> String {
-    std::env::var("STREAMC_REDIS")
+    let base = std::env::var("STREAMC_REDIS")
         .ok()
         .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string());
+    let rest = base.trim().trim_start_matches("redis://");
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("redis://{host}/10")
 }
 
 /// A connection of the test's own; fails (never skips) when no Redis answers.

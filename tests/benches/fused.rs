@@ -69,11 +69,7 @@ fn run_job(events: &[Vec<u8>]) -> usize {
     let now = Instant::now();
     let mut wm = WatermarkTracker::new(1, spec.sources[0].max_out_of_orderness, None, now);
     for (i, e) in events.iter().enumerate() {
-        let rec = Record {
-            partition: 0,
-            offset: i as u64,
-            payload: e,
-        };
+        let rec = Record::new(0, i as u64, e);
         if let Some(ts) = job.on_record(0, &rec, &mut ctx)
             && let Some(w) = wm.on_event(0, ts, now)
         {

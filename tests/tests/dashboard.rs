@@ -116,6 +116,7 @@ fn need(what: &str, ok: bool) {
 
 #[test]
 fn the_page_shows_windows_firing_and_late_corrections_live() {
+    let _lock = redis_db_lock(DB);
     let root = root();
     let browser_dir = root.join("tests/browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());

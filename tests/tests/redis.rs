@@ -4,7 +4,8 @@
 //! upsert view of the same rows written to a file, and a second run over the same input
 //! (a replay after a restart) must change nothing: no key, no change-log entry.
 //!
-//! The test uses Redis database 9 of its own and empties it first.
+//! The test uses Redis database 9 of its own and empties it first (holding a lock, so
+//! that two runs on one machine take turns).
 
 use std::collections::BTreeMap;
 
@@ -99,6 +100,7 @@ fn log_len(c: &mut Conn) -> i64 {
 
 #[test]
 fn redis_holds_the_final_upsert_view_and_a_replay_changes_nothing() {
+    let _lock = redis_db_lock(DB);
     let mut c = redis();
     assert!(matches!(c.cmd(&["FLUSHDB"]).unwrap(), Reply::Status(_)));
     let dir = tempfile::tempdir().unwrap();

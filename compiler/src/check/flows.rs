@@ -655,6 +655,24 @@ impl Checker<'_> {
                 );
                 continue;
             }
+            if WINDOW_COLUMNS.iter().any(|(c, _)| *c == n.value) {
+                // A window result carries its key fields and these columns side by side:
+                // the row (and a Kafka message key) would have the name twice.
+                self.error(
+                    Diagnostic::error(format!("duplicate output name `{}`", n.value))
+                        .label(
+                            n.span,
+                            "a key field named like a column of every window result",
+                        )
+                        .help(format!(
+                            "window results always have `window_start`, `window_end`, `revision` \
+                             and `retracted`; rename the field first, e.g. \
+                             `- map: {{ {0}_in: {0} }}`, and key by the new name",
+                            n.value
+                        )),
+                );
+                continue;
+            }
             if field.ty.is_float() {
                 self.error(
                     Diagnostic::error(format!(

@@ -544,6 +544,42 @@ fn step_order() {
 }
 
 #[test]
+fn a_key_field_named_like_a_window_column_is_a_located_error() {
+    // Every column of a window result, as a key field made by a map step.
+    for col in ["window_start", "window_end", "revision", "retracted"] {
+        let text = with_flows(&format!(
+            "  f:\n    from: ev\n    steps:\n      - map: {{{col}: n}}\n      - key_by: [k, {col}]\n      - window: {{tumbling: 1m}}\n      - aggregate: {{c: count()}}\n    to: [out]\n"
+        ));
+        let (m, at, help) = one_error(&text);
+        assert_eq!(
+            (m.as_str(), at.as_str()),
+            (format!("duplicate output name `{col}`").as_str(), col)
+        );
+        assert!(help.unwrap().contains("rename the field first"));
+    }
+    // A flow reading a windowed flow, keyed by the window bounds it reads: its own
+    // result has a `window_start` too.
+    let text = with_flows(
+        "  f:\n    from: ev\n    steps:\n      - key_by: [k]\n      - window: {tumbling: 1m}\n      - aggregate: {c: count()}\n    to: [out]\n  g:\n    from: f\n    steps:\n      - key_by: [window_start]\n      - window: {tumbling: 1h}\n      - aggregate: {total: sum(c)}\n    to: [out]\n",
+    );
+    let (m, at, _) = one_error(&text);
+    assert_eq!(
+        (m.as_str(), at.as_str()),
+        ("duplicate output name `window_start`", "window_start")
+    );
+    // Keyed by a renamed copy, it checks.
+    let text = with_flows(
+        "  f:\n    from: ev\n    steps:\n      - key_by: [k]\n      - window: {tumbling: 1m}\n      - aggregate: {c: count()}\n    to: [out]\n  g:\n    from: f\n    steps:\n      - map: {minute: window_start}\n      - key_by: [minute]\n      - window: {tumbling: 1h}\n      - aggregate: {total: sum(c)}\n    to: [out]\n",
+    );
+    let p = plan(&text).plan;
+    let names: Vec<&str> = p.flows[1].output.iter().map(|f| f.name.as_str()).collect();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+}
+
+#[test]
 fn key_and_output_names() {
     let steps = |s: &str| {
         with_flows(&format!(

@@ -69,18 +69,90 @@ pub struct AccRefs<'a> {
     pub vars: &'a [Binding],
 }
 
+/// Generates the code of expressions against one row.
+///
+/// The code is flat: every operand that is not a leaf is computed into a `let` before the
+/// operation that uses it (in the order Rust would evaluate it inline), so a chain such as
+/// `a + b + c + ...` becomes one line per operator at one indentation, not a nest of
+/// calls whose formatting grows with the square of its length. Only the parts SQL
+/// evaluates lazily (the right side of `AND`/`OR`, CASE branches, later `coalesce`
+/// arguments) open blocks of their own.
 pub struct ExprGen<'a> {
     pub env: &'a Env,
     pub accs: Option<AccRefs<'a>>,
+    next: std::cell::Cell<usize>,
 }
 
 fn rt() -> TokenStream {
     quote!(::streamc_runtime)
 }
 
-impl ExprGen<'_> {
-    /// Generates `e`; `hint` types a bare NULL literal from its context.
+/// Whether `e` is generated as a short expression that needs no `let` of its own.
+fn is_leaf(e: &TExpr) -> bool {
+    match &e.kind {
+        TExprKind::Lit(_) | TExprKind::Field(_) | TExprKind::Acc(_) => true,
+        TExprKind::Binary { .. }
+        | TExprKind::Unary { .. }
+        | TExprKind::Cast { .. }
+        | TExprKind::IsNull { .. }
+        | TExprKind::InList { .. }
+        | TExprKind::Case { .. }
+        | TExprKind::Call { .. } => false,
+    }
+}
+
+/// `{ stmts; value }`, or `value` alone when there is no statement.
+fn block(stmts: Vec<TokenStream>, value: TokenStream) -> TokenStream {
+    if stmts.is_empty() {
+        value
+    } else {
+        quote!({ #(#stmts)* #value })
+    }
+}
+
+impl<'a> ExprGen<'a> {
+    pub fn new(env: &'a Env, accs: Option<AccRefs<'a>>) -> Self {
+        ExprGen {
+            env,
+            accs,
+            next: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Generates `e` as one Rust expression; `hint` types a bare NULL literal from its
+    /// context.
     pub fn expr(&self, e: &TExpr, hint: Option<Type>) -> Result<TokenStream, CodegenError> {
+        let mut stmts = Vec::new();
+        let v = self.value(e, hint, &mut stmts)?;
+        Ok(block(stmts, v))
+    }
+
+    /// An operand evaluated now: a leaf inline, anything else bound to a fresh local by a
+    /// statement pushed on `out`.
+    fn operand(
+        &self,
+        e: &TExpr,
+        hint: Option<Type>,
+        out: &mut Vec<TokenStream>,
+    ) -> Result<TokenStream, CodegenError> {
+        let v = self.value(e, hint, out)?;
+        if is_leaf(e) {
+            return Ok(v);
+        }
+        let n = self.next.get();
+        self.next.set(n + 1);
+        let id = quote::format_ident!("__e{}", n);
+        out.push(quote!(let #id = #v;));
+        Ok(quote!(#id))
+    }
+
+    /// The code of `e` itself, its operands' statements pushed on `out`.
+    fn value(
+        &self,
+        e: &TExpr,
+        hint: Option<Type>,
+        out: &mut Vec<TokenStream>,
+    ) -> Result<TokenStream, CodegenError> {
         let rt = rt();
         let ty = e.ty.or(hint);
         Ok(match &e.kind {
@@ -103,12 +175,26 @@ impl ExprGen<'_> {
             }
             TExprKind::Binary { op, lhs, rhs } => {
                 let operand = lhs.ty.or(rhs.ty);
-                let l = self.expr(lhs, operand)?;
-                let r = self.expr(rhs, operand)?;
+                let l = self.operand(lhs, operand, out)?;
+                let r = match op {
+                    // The right side of AND / OR is evaluated only when needed.
+                    BinOp::And | BinOp::Or => self.expr(rhs, operand)?,
+                    BinOp::Add
+                    | BinOp::Sub
+                    | BinOp::Mul
+                    | BinOp::Div
+                    | BinOp::Mod
+                    | BinOp::Eq
+                    | BinOp::NotEq
+                    | BinOp::Lt
+                    | BinOp::LtEq
+                    | BinOp::Gt
+                    | BinOp::GtEq => self.operand(rhs, operand, out)?,
+                };
                 binary(*op, operand, l, r)
             }
             TExprKind::Unary { op, expr } => {
-                let x = self.expr(expr, ty)?;
+                let x = self.operand(expr, ty, out)?;
                 match op {
                     UnOp::Not => quote!(#rt::expr::not(#x)),
                     UnOp::Neg => match expr.ty.or(ty) {
@@ -118,11 +204,11 @@ impl ExprGen<'_> {
                 }
             }
             TExprKind::Cast { expr, to } => {
-                let x = self.expr(expr, Some(*to))?;
+                let x = self.operand(expr, Some(*to), out)?;
                 cast(x, expr.ty, *to)
             }
             TExprKind::IsNull { expr, negated } => {
-                let x = self.expr(expr, None)?;
+                let x = self.operand(expr, None, out)?;
                 if *negated {
                     quote!(::std::option::Option::Some((#x).is_some()))
                 } else {
@@ -135,25 +221,27 @@ impl ExprGen<'_> {
                 negated,
             } => {
                 let t = expr.ty.or_else(|| list.iter().find_map(|i| i.ty));
-                let x = self.expr(expr, t)?;
-                let items = list
-                    .iter()
-                    .map(|i| self.expr(i, t))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let x = self.operand(expr, t, out)?;
+                // The items are compared one after the other, each computed in turn.
+                let mut checks = Vec::new();
+                for item in list {
+                    let y = self.operand(item, t, &mut checks)?;
+                    checks.push(quote! {
+                        match #y {
+                            ::std::option::Option::Some(__y) => {
+                                if __y == __x { __found = true; }
+                            }
+                            ::std::option::Option::None => { __null = true; }
+                        }
+                    });
+                }
                 let res = quote! {
                     match #x {
                         ::std::option::Option::None => ::std::option::Option::None,
                         ::std::option::Option::Some(__x) => {
                             let mut __found = false;
                             let mut __null = false;
-                            #(
-                                match #items {
-                                    ::std::option::Option::Some(__y) => {
-                                        if __y == __x { __found = true; }
-                                    }
-                                    ::std::option::Option::None => { __null = true; }
-                                }
-                            )*
+                            #(#checks)*
                             if __found {
                                 ::std::option::Option::Some(true)
                             } else if __null {
@@ -174,18 +262,26 @@ impl ExprGen<'_> {
                 branches,
                 otherwise,
             } => {
-                let mut out = match otherwise {
+                // A labelled block with one `if ... break` per branch: flat, however many
+                // branches; each condition is computed only when the ones before it failed.
+                let n = self.next.get();
+                self.next.set(n + 1);
+                let label =
+                    syn::Lifetime::new(&format!("'__case{n}"), proc_macro2::Span::call_site());
+                let mut body = Vec::new();
+                for (c, v) in branches {
+                    let c = self.operand(c, Some(Type::Bool), &mut body)?;
+                    let v = self.expr(v, ty)?;
+                    // (In parentheses: `break 'l ::path` would read as a labelled loop.)
+                    body.push(quote!(if #rt::expr::truthy(#c) { break #label (#v); }));
+                }
+                let last = match otherwise {
                     Some(o) => self.expr(o, ty)?,
                     None => null(ty),
                 };
-                for (c, v) in branches.iter().rev() {
-                    let c = self.expr(c, Some(Type::Bool))?;
-                    let v = self.expr(v, ty)?;
-                    out = quote!(if #rt::expr::truthy(#c) { #v } else { #out });
-                }
-                out
+                quote!(#label: { #(#body)* #last })
             }
-            TExprKind::Call { func, args } => self.call(*func, args, ty)?,
+            TExprKind::Call { func, args } => self.call(*func, args, ty, out)?,
         })
     }
 
@@ -194,41 +290,47 @@ impl ExprGen<'_> {
         func: Func,
         args: &[TExpr],
         ty: Option<Type>,
+        out: &mut Vec<TokenStream>,
     ) -> Result<TokenStream, CodegenError> {
         let rt = rt();
-        let arg = |i: usize, hint: Option<Type>| -> Result<TokenStream, CodegenError> {
+        let arg = |i: usize,
+                   hint: Option<Type>,
+                   out: &mut Vec<TokenStream>|
+         -> Result<TokenStream, CodegenError> {
             let a = args.get(i).ok_or_else(|| {
                 CodegenError::Internal(format!("{func:?} is missing argument {i}"))
             })?;
-            self.expr(a, a.ty.or(hint))
+            self.operand(a, a.ty.or(hint), out)
         };
         let arg_ty = |i: usize| args.get(i).and_then(|a| a.ty);
         let s = Some(Type::String);
         Ok(match func {
             Func::Lower => {
-                let a = arg(0, s)?;
+                let a = arg(0, s, out)?;
                 quote!((#a).map(#rt::expr::lower))
             }
             Func::Upper => {
-                let a = arg(0, s)?;
+                let a = arg(0, s, out)?;
                 quote!((#a).map(#rt::expr::upper))
             }
             Func::Length => {
-                let a = arg(0, s)?;
+                let a = arg(0, s, out)?;
                 quote!((#a).map(|s| #rt::expr::length(&s)))
             }
             Func::Contains | Func::StartsWith | Func::EndsWith => {
-                let a = arg(0, s)?;
-                let b = arg(1, s)?;
-                let m = match func {
-                    Func::Contains => quote!(contains),
-                    Func::StartsWith => quote!(starts_with),
-                    _ => quote!(ends_with),
+                let a = arg(0, s, out)?;
+                let b = arg(1, s, out)?;
+                let m = if func == Func::Contains {
+                    quote!(contains)
+                } else if func == Func::StartsWith {
+                    quote!(starts_with)
+                } else {
+                    quote!(ends_with)
                 };
                 quote!(#rt::expr::bin(#a, #b, |a, b| a.#m(&*b)))
             }
             Func::Abs => {
-                let a = arg(0, ty)?;
+                let a = arg(0, ty, out)?;
                 if arg_ty(0).or(ty).is_some_and(Type::is_float) {
                     quote!((#a).map(|v| v.abs()))
                 } else {
@@ -237,33 +339,38 @@ impl ExprGen<'_> {
             }
             Func::Round | Func::Floor | Func::Ceil => {
                 let t = arg_ty(0).or(ty);
-                let a = arg(0, t)?;
+                let a = arg(0, t, out)?;
                 let a = if args.len() > 1 && t.is_some_and(Type::is_integer) {
                     quote!((#a).map(|v| v as f64))
                 } else {
                     a
                 };
                 if args.len() > 1 {
-                    let n = arg(1, Some(Type::I64))?;
+                    let n = arg(1, Some(Type::I64), out)?;
                     quote!(#rt::expr::bin(#a, #n, |x, n| #rt::expr::round_to(x as f64, n as i64)))
                 } else if t.is_some_and(Type::is_float) {
-                    match func {
-                        Func::Round => quote!((#a).map(|v| v.round())),
-                        Func::Floor => quote!((#a).map(|v| v.floor())),
-                        _ => quote!((#a).map(|v| v.ceil())),
+                    if func == Func::Round {
+                        quote!((#a).map(|v| v.round()))
+                    } else if func == Func::Floor {
+                        quote!((#a).map(|v| v.floor()))
+                    } else {
+                        quote!((#a).map(|v| v.ceil()))
                     }
                 } else {
                     a
                 }
             }
             Func::Coalesce => {
-                let mut parts = Vec::new();
-                for i in 0..args.len() {
-                    parts.push(arg(i, ty)?);
+                // The first argument now, each later one only if those before are NULL.
+                let Some((first, rest)) = args.split_first() else {
+                    return Ok(null(ty));
+                };
+                let mut acc = self.operand(first, first.ty.or(ty), out)?;
+                for a in rest {
+                    let p = self.expr(a, a.ty.or(ty))?;
+                    acc = quote!((#acc).or_else(|| #p));
                 }
-                let mut it = parts.into_iter();
-                let first = it.next().unwrap_or_else(|| null(ty));
-                it.fold(first, |acc, p| quote!((#acc).or_else(|| #p)))
+                acc
             }
         })
     }
@@ -290,11 +397,23 @@ fn lit(l: &Lit, ty: Option<Type>) -> TokenStream {
             Some(Type::U64) => some(tok(Literal::u64_suffixed(*i as u64))),
             Some(Type::F32) => some(tok(Literal::f32_suffixed(*i as f32))),
             Some(Type::F64) => some(tok(Literal::f64_suffixed(*i as f64))),
-            _ => some(tok(Literal::i64_suffixed(*i))),
+            Some(Type::I64 | Type::Timestamp | Type::Bool | Type::String) | None => {
+                some(tok(Literal::i64_suffixed(*i)))
+            }
         },
         Lit::Float(x) => match ty {
             Some(Type::F32) => some(tok(Literal::f32_suffixed(*x as f32))),
-            _ => some(tok(Literal::f64_suffixed(*x))),
+            Some(
+                Type::F64
+                | Type::I32
+                | Type::I64
+                | Type::U32
+                | Type::U64
+                | Type::Timestamp
+                | Type::Bool
+                | Type::String,
+            )
+            | None => some(tok(Literal::f64_suffixed(*x))),
         },
         Lit::Str(s) => some(quote!(::std::borrow::Cow::Borrowed(#s))),
     }
@@ -307,50 +426,41 @@ fn tok(l: Literal) -> TokenStream {
 fn binary(op: BinOp, operand: Option<Type>, l: TokenStream, r: TokenStream) -> TokenStream {
     let rt = rt();
     let float = operand.is_some_and(Type::is_float);
-    match op {
-        BinOp::And => quote!(#rt::expr::and(#l, || #r)),
-        BinOp::Or => quote!(#rt::expr::or(#l, || #r)),
-        BinOp::Add | BinOp::Sub | BinOp::Mul if float => {
-            let o = match op {
-                BinOp::Add => quote!(+),
-                BinOp::Sub => quote!(-),
-                _ => quote!(*),
-            };
+    // Arithmetic: floats with Rust's operators, integers with the SQL helpers (wrapping;
+    // division and remainder by zero are NULL).
+    let arith = |o: TokenStream, m: TokenStream| {
+        if float {
             quote!(#rt::expr::bin(#l, #r, |a, b| a #o b))
-        }
-        BinOp::Add | BinOp::Sub | BinOp::Mul => {
-            let m = match op {
-                BinOp::Add => quote!(sql_add),
-                BinOp::Sub => quote!(sql_sub),
-                _ => quote!(sql_mul),
-            };
+        } else {
             quote!(#rt::expr::bin(#l, #r, #rt::expr::SqlInt::#m))
         }
-        BinOp::Div | BinOp::Mod if float => {
-            let o = if op == BinOp::Div {
-                quote!(/)
-            } else {
-                quote!(%)
-            };
+    };
+    let div = |o: TokenStream, m: TokenStream| {
+        if float {
             quote!(#rt::expr::bin_opt(#l, #r, |a, b| if b == 0.0 {
                 ::std::option::Option::None
             } else {
                 ::std::option::Option::Some(a #o b)
             }))
+        } else {
+            quote!(#rt::expr::bin_opt(#l, #r, #rt::expr::SqlInt::#m))
         }
-        BinOp::Div => quote!(#rt::expr::bin_opt(#l, #r, #rt::expr::SqlInt::sql_div)),
-        BinOp::Mod => quote!(#rt::expr::bin_opt(#l, #r, #rt::expr::SqlInt::sql_rem)),
-        BinOp::Eq | BinOp::NotEq | BinOp::Lt | BinOp::LtEq | BinOp::Gt | BinOp::GtEq => {
-            let o = match op {
-                BinOp::Eq => quote!(==),
-                BinOp::NotEq => quote!(!=),
-                BinOp::Lt => quote!(<),
-                BinOp::LtEq => quote!(<=),
-                BinOp::Gt => quote!(>),
-                _ => quote!(>=),
-            };
-            quote!(#rt::expr::bin(#l, #r, |a, b| a #o b))
-        }
+    };
+    let cmp = |o: TokenStream| quote!(#rt::expr::bin(#l, #r, |a, b| a #o b));
+    match op {
+        BinOp::And => quote!(#rt::expr::and(#l, || #r)),
+        BinOp::Or => quote!(#rt::expr::or(#l, || #r)),
+        BinOp::Add => arith(quote!(+), quote!(sql_add)),
+        BinOp::Sub => arith(quote!(-), quote!(sql_sub)),
+        BinOp::Mul => arith(quote!(*), quote!(sql_mul)),
+        BinOp::Div => div(quote!(/), quote!(sql_div)),
+        BinOp::Mod => div(quote!(%), quote!(sql_rem)),
+        BinOp::Eq => cmp(quote!(==)),
+        BinOp::NotEq => cmp(quote!(!=)),
+        BinOp::Lt => cmp(quote!(<)),
+        BinOp::LtEq => cmp(quote!(<=)),
+        BinOp::Gt => cmp(quote!(>)),
+        BinOp::GtEq => cmp(quote!(>=)),
     }
 }
 

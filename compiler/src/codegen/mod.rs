@@ -43,8 +43,31 @@ pub fn generate_module(plan: &Plan) -> Result<String, CodegenError> {
     generate(plan, false)
 }
 
+/// The stack code generation runs on. Generated code nests as deep as the lazily
+/// evaluated parts of an expression (CASE branches, the right side of AND/OR) nest, up to
+/// the expression depth limit, and `syn` and `prettyplease` recurse over it with large
+/// frames in debug builds: generation gets a thread of its own with this much stack
+/// reserved (touched only as deep as it goes), whatever thread the caller runs on.
+const GENERATE_STACK: usize = 256 << 20;
+
 fn generate(plan: &Plan, with_main: bool) -> Result<String, CodegenError> {
     unsupported(plan)?;
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("streamc-codegen".into())
+            .stack_size(GENERATE_STACK)
+            .spawn_scoped(scope, || generate_here(plan, with_main));
+        match worker {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(internal("code generation stopped unexpectedly"))),
+            // No thread (a system limit): generate on this one.
+            Err(_) => generate_here(plan, with_main),
+        }
+    })
+}
+
+fn generate_here(plan: &Plan, with_main: bool) -> Result<String, CodegenError> {
     let tokens = Gen::new(plan).file(with_main)?;
     let file: syn::File = syn::parse2(tokens)
         .map_err(|e| CodegenError::Internal(format!("generated tokens do not parse: {e}")))?;
@@ -819,20 +842,14 @@ impl<'p> Gen<'p> {
         for step in &f.steps {
             match step {
                 RowStep::Filter(e) => {
-                    let g = ExprGen {
-                        env: &env,
-                        accs: None,
-                    };
+                    let g = ExprGen::new(&env, None);
                     let c = g.expr(e, Some(Type::Bool))?;
                     body.push(quote!(if !#rt::expr::truthy(#c) { break #label; }));
                 }
                 RowStep::Map(fields) => {
                     let mut new = Vec::new();
                     for (name, e) in fields {
-                        let g = ExprGen {
-                            env: &env,
-                            accs: None,
-                        };
+                        let g = ExprGen::new(&env, None);
                         let ty = e.ty.unwrap_or(Type::Bool);
                         let v = g.expr(e, Some(ty))?;
                         let var = self.var(name);
@@ -922,7 +939,7 @@ impl<'p> Gen<'p> {
         for (j, a) in agg.accs.iter().enumerate() {
             let x = format_ident!("x{}", j);
             if let Some(e) = &a.arg {
-                let g = ExprGen { env, accs: None };
+                let g = ExprGen::new(env, None);
                 let v = g.expr(e, e.ty)?;
                 args.push(quote!(#x: #v,));
             }
@@ -982,10 +999,7 @@ impl<'p> Gen<'p> {
             });
         }
         let empty = Env::default();
-        let g = ExprGen {
-            env: &empty,
-            accs: Some(AccRefs { vars: &acc_vars }),
-        };
+        let g = ExprGen::new(&empty, Some(AccRefs { vars: &acc_vars }));
         let mut cols = Vec::new();
         for (j, (_, e)) in agg.outputs.iter().enumerate() {
             let id = format_ident!("o{}", j);

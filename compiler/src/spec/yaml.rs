@@ -244,10 +244,19 @@ pub(crate) fn parse(rep: &mut Reporter) -> Option<Node> {
         let (event, span) = match item {
             Ok(ev) => ev,
             Err(e) => {
-                let at = offsets.byte(*e.marker());
+                let mut at = offsets.byte(*e.marker());
+                let mut label = "here";
+                if e.info().contains("tab")
+                    && let Some(tab) = offending_tab(&text, at)
+                {
+                    // The scanner's marker is after the tab, or (a tab that ends a plain
+                    // scalar) still on the line before it: point at the tab itself.
+                    at = tab;
+                    label = "this tab";
+                }
                 let end = text[at..].chars().next().map_or(at, |c| at + c.len_utf8());
                 let mut d = Diagnostic::error(format!("invalid YAML: {}", e.info()))
-                    .label(Span::new(at, end), "here");
+                    .label(Span::new(at, end), label);
                 for (open, close, what) in [('{', '}', "flow mapping"), ('[', ']', "flow sequence")]
                 {
                     if e.info().contains(what)
@@ -477,6 +486,18 @@ pub(crate) fn parse(rep: &mut Reporter) -> Option<Node> {
     }))
 }
 
+/// The tab a tab error of the scanner is about, given its marker `at`: the tab just
+/// before it (among the blanks before `at` on its line), else the first tab after it.
+fn offending_tab(text: &str, at: usize) -> Option<usize> {
+    let at = at.min(text.len());
+    let before = &text[..at];
+    let blanks = before.len() - before.trim_end_matches([' ', '\t']).len();
+    if let Some(i) = before[at - blanks..].rfind('\t') {
+        return Some(at - blanks + i);
+    }
+    text[at..].find('\t').map(|i| at + i)
+}
+
 /// The offset of the last `open` in `before` that has no matching `close` (quotes and
 /// comments are not considered: this only serves a hint).
 fn unclosed(before: &str, open: char, close: char) -> Option<usize> {
@@ -584,6 +605,29 @@ mod tests {
         assert_eq!(errors(&text), vec!["the spec is nested too deeply"]);
         let text = format!("a: {}1{}\n", "[".repeat(100_000), "]".repeat(100_000));
         assert_eq!(errors(&text).len(), 1);
+    }
+
+    #[test]
+    fn a_tab_in_the_indentation_is_located_on_its_line() {
+        // (text, line and column of the tab, 1-based)
+        let cases = [
+            ("a: 1\n\tb: 2\n", (2, 1)),
+            ("a:\n  - 1\n\t- 2\n", (3, 1)),
+            ("a:\n\tb: 2\n", (2, 1)),
+            ("a:\n  b:\n  \tc: 1\n", (3, 3)),
+            ("a:\n  b: x\n  \tc: 1\n", (3, 3)),
+            ("x:\n  - y\n  - z\n\n\t- w\n", (5, 1)),
+        ];
+        for (text, want) in cases {
+            let mut rep = Reporter::new("t.yaml", Arc::new(text.to_string()));
+            assert!(parse(&mut rep).is_none(), "{text:?} parses");
+            let (diags, _) = rep.finish();
+            assert_eq!(diags.len(), 1, "{text:?}");
+            let span = diags[0].span().expect("located");
+            assert_eq!(&text[span.start..span.end], "\t", "{text:?}");
+            assert_eq!(crate::diag::line_col(text, span.start), want, "{text:?}");
+            assert!(diags[0].help_text().unwrap().contains("indent with spaces"));
+        }
     }
 
     #[test]

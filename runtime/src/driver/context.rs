@@ -1,8 +1,6 @@
 //! [`Context`]: what the generated code writes through (results, late events, dead
 //! letters), and the sinks behind it.
 
-use std::borrow::Cow;
-
 use super::cli::Resolved;
 use super::{Error, JobSpec, Record, Stop};
 use crate::kafka::KafkaEnv;
@@ -33,15 +31,6 @@ pub struct Context {
     pub(super) dirty: bool,
     /// Some sink reports progress ([`Sink::wants_progress`]).
     pub(super) progress: bool,
-}
-
-#[derive(serde::Serialize)]
-struct DeadLetter<'a> {
-    error: &'a str,
-    source: &'a str,
-    partition: u32,
-    offset: u64,
-    raw: Cow<'a, str>,
 }
 
 impl Context {
@@ -204,24 +193,34 @@ impl Context {
     }
 
     /// An invalid record of source `src`: written to its dead-letter sink as
-    /// `{"error", "source", "partition", "offset", "raw"}`.
+    /// `{"error", "source", "partition", "offset", "raw"}` and, from Kafka, the message's
+    /// `key` and `headers`, every byte kept (see [`dead_letter_json`]).
     pub fn dead_letter(&mut self, src: usize, rec: &Record<'_>, error: &str) {
         self.metrics.sources[src].invalid += 1;
         if self.error.is_some() {
             return;
         }
-        let dl = DeadLetter {
-            error,
-            source: self.source_names[src],
-            partition: rec.partition,
-            offset: rec.offset,
-            raw: String::from_utf8_lossy(rec.payload),
+        // Name what is wrong with records that have nothing to parse.
+        let error = match rec.kafka {
+            Some(k) if k.tombstone => {
+                "tombstone: the Kafka message has no value (null), so there is no event to read"
+            }
+            _ if rec.payload.is_empty() => "empty message: the record has no bytes",
+            _ => error,
         };
-        self.row.clear();
-        if let Err(e) = serde_json::to_writer(&mut self.row, &dl) {
-            return self.fail(Error::Serialize(e));
-        }
         let w = &mut self.writers[self.dead_letter_writer[src]];
+        let budget = w.sink.max_record_bytes();
+        let truncated = dead_letter_json(&mut self.row, error, self.source_names[src], rec, budget);
+        if truncated {
+            tracing::warn!(
+                source = self.source_names[src],
+                partition = rec.partition,
+                offset = rec.offset,
+                size = rec.payload.len(),
+                limit = budget.unwrap_or(0),
+                "a dead letter was too large for its output: written truncated, with its original size and position"
+            );
+        }
         if let Err(e) = w.sink.write(None, &self.row) {
             let e = Self::sink_error(w, e);
             return self.fail(e);
@@ -281,5 +280,388 @@ impl Context {
             } => Ok(Stop::OutputClosed),
             e => Err(e),
         })
+    }
+}
+
+/// Writes the dead letter of `rec` into `out` (cleared first), one JSON object:
+///
+/// - `error`, `source`, `partition`, `offset`;
+/// - the record: `raw`, a string, when its bytes are UTF-8 (JSON escapes keep every
+///   byte), else `raw_base64` (standard alphabet, padded); `"raw": null` for a Kafka
+///   tombstone (no value, as opposed to `""` for an empty one);
+/// - from Kafka: `key` (or `key_base64`) when the message had one, and `headers`, a list
+///   of `{"name", "value"}` (or `"value_base64"`; `"value": null` for a header without a
+///   value) in order, when it had any.
+///
+/// With a `budget` (the most bytes its output takes in one record) a dead letter that
+/// would exceed it keeps a prefix of the record that fits, marked `"truncated": true`
+/// with `raw_size` (the record's size in bytes; the whole record is still at its
+/// `partition` and `offset` in the source); a key or headers too large to leave room are
+/// replaced by `key_size` / `headers_size`. Returns whether anything was truncated.
+pub fn dead_letter_json(
+    out: &mut Vec<u8>,
+    error: &str,
+    source: &str,
+    rec: &Record<'_>,
+    budget: Option<usize>,
+) -> bool {
+    let mut head = Vec::with_capacity(128);
+    head.extend_from_slice(b"{\"error\":");
+    json_str(&mut head, error);
+    head.extend_from_slice(b",\"source\":");
+    json_str(&mut head, source);
+    head.extend_from_slice(
+        format!(",\"partition\":{},\"offset\":{}", rec.partition, rec.offset).as_bytes(),
+    );
+    // The key and headers, as one fragment after the record.
+    let mut meta = Vec::new();
+    if let Some(k) = rec.kafka {
+        if let Some(key) = k.key {
+            bytes_field(&mut meta, "key", key, key.len());
+        }
+        let mut first = true;
+        for (name, value) in k.headers() {
+            meta.extend_from_slice(if first { b",\"headers\":[" } else { b"," });
+            first = false;
+            meta.extend_from_slice(b"{\"name\":");
+            match std::str::from_utf8(name) {
+                Ok(n) => json_str(&mut meta, n),
+                Err(_) => json_str(&mut meta, &String::from_utf8_lossy(name)),
+            }
+            match value {
+                Some(v) => bytes_field(&mut meta, "value", v, v.len()),
+                None => meta.extend_from_slice(b",\"value\":null"),
+            }
+            meta.push(b'}');
+        }
+        if !first {
+            meta.push(b']');
+        }
+    }
+    let tombstone = rec.kafka.is_some_and(|k| k.tombstone);
+    let write = |out: &mut Vec<u8>, meta: &[u8], raw_len: usize| {
+        out.clear();
+        out.extend_from_slice(&head);
+        if tombstone {
+            out.extend_from_slice(b",\"raw\":null");
+        } else {
+            bytes_field(out, "raw", &rec.payload[..raw_len], raw_len);
+        }
+        if raw_len < rec.payload.len() {
+            out.extend_from_slice(
+                format!(",\"truncated\":true,\"raw_size\":{}", rec.payload.len()).as_bytes(),
+            );
+        }
+        out.extend_from_slice(meta);
+        out.push(b'}');
+    };
+    write(out, &meta, rec.payload.len());
+    let Some(budget) = budget else {
+        return false;
+    };
+    if out.len() <= budget {
+        return false;
+    }
+    // Too large: first give the key and headers no more than a quarter of the budget.
+    if meta.len() > budget / 4 {
+        let mut short = Vec::new();
+        if let Some(k) = rec.kafka {
+            if let Some(key) = k.key {
+                if key.len() * 6 + 32 <= budget / 8 {
+                    bytes_field(&mut short, "key", key, key.len());
+                } else {
+                    short.extend_from_slice(format!(",\"key_size\":{}", key.len()).as_bytes());
+                }
+            }
+            if !k.headers.is_empty() {
+                short
+                    .extend_from_slice(format!(",\"headers_size\":{}", k.headers.len()).as_bytes());
+            }
+        }
+        meta = short;
+        write(out, &meta, rec.payload.len());
+        if out.len() <= budget {
+            return true;
+        }
+    }
+    // Then keep the longest prefix of the record that fits (the encoded size grows with
+    // the prefix: binary search), cut at a character boundary when it is text.
+    let text = std::str::from_utf8(rec.payload).ok();
+    let boundary = |mut n: usize| {
+        if let Some(t) = text {
+            while n > 0 && !t.is_char_boundary(n) {
+                n -= 1;
+            }
+        }
+        n
+    };
+    let (mut lo, mut hi) = (0usize, rec.payload.len());
+    while lo < hi {
+        let mid = boundary(lo + (hi - lo).div_ceil(2));
+        if mid <= lo {
+            break;
+        }
+        write(out, &meta, mid);
+        if out.len() <= budget {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    write(out, &meta, boundary(lo));
+    true
+}
+
+/// `,"<name>":"<text>"` when `bytes` are UTF-8, else `,"<name>_base64":"..."`.
+fn bytes_field(out: &mut Vec<u8>, name: &str, bytes: &[u8], _len: usize) {
+    out.push(b',');
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            json_str(out, name);
+            out.push(b':');
+            json_str(out, text);
+        }
+        Err(_) => {
+            json_str(out, &format!("{name}_base64"));
+            out.extend_from_slice(b":\"");
+            base64(out, bytes);
+            out.push(b'"');
+        }
+    }
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Standard base64 with padding (RFC 4648).
+pub fn base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(ALPHABET[(n >> 18) as usize & 63]);
+        out.push(ALPHABET[(n >> 12) as usize & 63]);
+        out.push(if chunk.len() > 1 {
+            ALPHABET[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        });
+        out.push(if chunk.len() > 2 {
+            ALPHABET[n as usize & 63]
+        } else {
+            b'='
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::KafkaMeta;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn unbase64(s: &str) -> Vec<u8> {
+        let val = |c: u8| match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        };
+        let mut out = Vec::new();
+        for chunk in s.as_bytes().chunks(4) {
+            let pad = chunk.iter().filter(|&&c| c == b'=').count();
+            let mut n = 0u32;
+            for &c in chunk {
+                n = (n << 6) | if c == b'=' { 0 } else { u32::from(val(c)) };
+            }
+            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+            out.extend_from_slice(&bytes[..3 - pad]);
+        }
+        out
+    }
+
+    /// The bytes a dead letter keeps under `name` (`name` or `name_base64`).
+    fn bytes_of(v: &Value, name: &str) -> Option<Vec<u8>> {
+        if let Some(s) = v.get(name).and_then(Value::as_str) {
+            return Some(s.as_bytes().to_vec());
+        }
+        v.get(format!("{name}_base64"))
+            .and_then(Value::as_str)
+            .map(unbase64)
+    }
+
+    fn letter(rec: &Record<'_>, budget: Option<usize>) -> (Value, usize, bool) {
+        let mut out = Vec::new();
+        let truncated = dead_letter_json(&mut out, "bad", "src", rec, budget);
+        let v: Value = serde_json::from_slice(&out).expect("a dead letter is JSON");
+        (v, out.len(), truncated)
+    }
+
+    #[test]
+    fn base64_is_the_standard_padded_alphabet() {
+        for (raw, want) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"\xff\xfe\x00", "//4A"),
+        ] {
+            let mut out = Vec::new();
+            base64(&mut out, raw);
+            assert_eq!(out, want.as_bytes());
+        }
+    }
+
+    #[test]
+    fn dead_letters_keep_the_record_byte_exact() {
+        // Text, with what JSON must escape.
+        let text = "{\"a\": \"\u{0}\\\"\u{7f}é\u{1F600}\n\"";
+        let (v, _, t) = letter(&Record::new(2, 9, text.as_bytes()), None);
+        assert!(!t);
+        assert_eq!(v["raw"], text);
+        assert_eq!(
+            (v["partition"].clone(), v["offset"].clone()),
+            (2.into(), 9.into())
+        );
+        assert!(v.get("raw_base64").is_none() && v.get("key").is_none());
+        // Not UTF-8: base64.
+        let bin = b"{\"a\":\"\xff\xc3\x28\"}";
+        let (v, _, _) = letter(&Record::new(0, 0, bin), None);
+        assert!(v.get("raw").is_none());
+        assert_eq!(bytes_of(&v, "raw").unwrap(), bin);
+    }
+
+    #[test]
+    fn kafka_dead_letters_keep_key_and_headers() {
+        let mut headers = Vec::new();
+        KafkaMeta::encode_header(&mut headers, b"trace", Some(b"abc"));
+        KafkaMeta::encode_header(&mut headers, b"bin", Some(b"\x00\xff"));
+        KafkaMeta::encode_header(&mut headers, b"flag", None);
+        let rec = Record {
+            partition: 1,
+            offset: 5,
+            payload: b"nope",
+            kafka: Some(KafkaMeta {
+                tombstone: false,
+                key: Some(b"\xfe\x01"),
+                headers: &headers,
+            }),
+        };
+        let (v, _, _) = letter(&rec, Some(1_000_000));
+        assert_eq!(v["raw"], "nope");
+        assert_eq!(bytes_of(&v, "key").unwrap(), b"\xfe\x01");
+        let h = v["headers"].as_array().unwrap();
+        assert_eq!(h.len(), 3);
+        assert_eq!(
+            (h[0]["name"].clone(), h[0]["value"].clone()),
+            ("trace".into(), "abc".into())
+        );
+        assert_eq!(bytes_of(&h[1], "value").unwrap(), b"\x00\xff");
+        assert_eq!(h[2]["value"], Value::Null);
+        // A tombstone: no value at all, told apart from an empty value.
+        let tomb = Record {
+            payload: b"",
+            kafka: Some(KafkaMeta {
+                tombstone: true,
+                key: Some(b"user-1"),
+                headers: &[],
+            }),
+            ..rec
+        };
+        let (v, _, _) = letter(&tomb, None);
+        assert_eq!(v["raw"], Value::Null);
+        assert_eq!(v["key"], "user-1");
+        assert!(v.get("headers").is_none());
+        let empty = Record {
+            kafka: Some(KafkaMeta {
+                tombstone: false,
+                ..tomb.kafka.unwrap()
+            }),
+            ..tomb
+        };
+        assert_eq!(letter(&empty, None).0["raw"], "");
+    }
+
+    #[test]
+    fn a_poison_pill_is_truncated_to_fit_its_output() {
+        // 900 KB of quotes: legal in, 1.8 MB once escaped.
+        let big = vec![b'"'; 900_000];
+        let budget = 1_000_000 - 1024;
+        let (v, len, truncated) = letter(&Record::new(0, 42, &big), Some(budget));
+        assert!(truncated && len <= budget, "{len}");
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["raw_size"], 900_000);
+        assert_eq!(v["offset"], 42);
+        let kept = bytes_of(&v, "raw").unwrap();
+        assert!(
+            kept.len() > budget / 2 - 100 && big.starts_with(&kept),
+            "{}",
+            kept.len()
+        );
+        // A huge key and headers give way first.
+        let key = vec![b'k'; 600_000];
+        let mut headers = Vec::new();
+        KafkaMeta::encode_header(&mut headers, b"h", Some(&[b'x'; 600_000]));
+        let rec = Record {
+            partition: 0,
+            offset: 1,
+            payload: b"{}",
+            kafka: Some(KafkaMeta {
+                tombstone: false,
+                key: Some(&key),
+                headers: &headers,
+            }),
+        };
+        let (v, len, truncated) = letter(&rec, Some(budget));
+        assert!(truncated && len <= budget);
+        assert_eq!(v["raw"], "{}");
+        assert_eq!(v["key_size"], 600_000);
+        assert_eq!(v["headers_size"], headers.len());
+        // Multi-byte text is cut at a character boundary.
+        let text = "é".repeat(400_000);
+        let (v, len, _) = letter(&Record::new(0, 0, text.as_bytes()), Some(100_000));
+        assert!(len <= 100_000);
+        assert!(text.starts_with(v["raw"].as_str().unwrap()));
+    }
+
+    proptest! {
+        #[test]
+        fn any_record_gives_a_dead_letter_that_fits_and_keeps_its_bytes(
+            payload in proptest::collection::vec(any::<u8>(), 0..3000),
+            text in ".{0,300}",
+            key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..50)),
+            budget in proptest::option::of(300usize..4000),
+            use_text in any::<bool>(),
+        ) {
+            let payload = if use_text { text.into_bytes() } else { payload };
+            let rec = Record {
+                partition: 0,
+                offset: 3,
+                payload: &payload,
+                kafka: key.as_deref().map(|k| KafkaMeta { tombstone: false, key: Some(k), headers: &[] }),
+            };
+            let (v, len, truncated) = letter(&rec, budget);
+            if let Some(b) = budget {
+                prop_assert!(len <= b, "{} > {}", len, b);
+            }
+            let kept = bytes_of(&v, "raw").unwrap();
+            if truncated {
+                prop_assert!(payload.starts_with(&kept) || v.get("key_size").is_some());
+            } else {
+                prop_assert_eq!(&kept, &payload);
+                if let Some(k) = &key {
+                    prop_assert_eq!(&bytes_of(&v, "key").unwrap(), k);
+                }
+            }
+        }
     }
 }

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use super::{
@@ -676,8 +676,15 @@ impl Source for KafkaSource {
                     }
                     part.position = Some(m.offset() + 1);
                     part.eof = false;
-                    // Tombstones (no value) are records too: the pipeline dead-letters them.
-                    batch.push(p, offset, m.payload().unwrap_or_default());
+                    // Tombstones (no value) are records too: the pipeline dead-letters them,
+                    // with the message's key and headers.
+                    let headers = m.headers().map(|h| {
+                        (0..h.count())
+                            .filter_map(|i| h.try_get(i))
+                            .map(|h| (h.key.as_bytes(), h.value))
+                            .collect::<Vec<_>>()
+                    });
+                    batch.push_kafka(p, offset, m.payload(), m.key(), headers.unwrap_or_default());
                     if stop.is_some_and(|stop| m.offset() + 1 >= stop) {
                         self.finish_partition(p, batch);
                     }

@@ -364,6 +364,8 @@ pub(crate) struct KafkaSink {
     topic: String,
     output: Output,
     writes: u32,
+    /// The producer's `message.max.bytes` (librdkafka's default 1000000).
+    max_bytes: usize,
 }
 
 /// Serve delivery reports every this many writes (besides the driver's flushes).
@@ -375,6 +377,9 @@ impl KafkaSink {
         cfg: Vec<(String, String)>,
         env: &KafkaEnv,
     ) -> Result<Self, SinkError> {
+        let max_bytes = super::get(&cfg, "message.max.bytes")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(1_000_000);
         let output = if env.transactional_id.is_some() {
             let who = format!("Kafka sink topic `{topic}`");
             let txn = env
@@ -396,6 +401,7 @@ impl KafkaSink {
             topic: topic.to_string(),
             output,
             writes: 0,
+            max_bytes,
         })
     }
 
@@ -471,6 +477,12 @@ impl Sink for KafkaSink {
 
     fn uses_key(&self) -> bool {
         true
+    }
+
+    /// A record's value within the producer's message limit, less room for the
+    /// record's framing (key, headers, batch overhead).
+    fn max_record_bytes(&self) -> Option<usize> {
+        Some(self.max_bytes.saturating_sub(1024).max(1024))
     }
 }
 

@@ -75,11 +75,16 @@ impl Default for HttpConfig {
     }
 }
 
-struct App {
-    hub: Arc<Hub>,
-    backfill: Option<Arc<dyn Backfill>>,
-    cfg: HttpConfig,
-    shutdown: watch::Receiver<bool>,
+pub(super) struct App {
+    pub(super) hub: Arc<Hub>,
+    pub(super) backfill: Option<Arc<dyn Backfill>>,
+    pub(super) cfg: HttpConfig,
+}
+
+/// The dashboard's routes and state, for [`serve`].
+pub struct Dashboard {
+    router: Router,
+    app: Arc<App>,
 }
 
 const INDEX_HTML: &str = include_str!("page/index.html");
@@ -89,21 +94,36 @@ const UPLOT_JS: &str = include_str!("page/vendor/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("page/vendor/uPlot.min.css");
 const FAVICON: &str = "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'><path d='M1 12l4-5 3 3 4-7 3 4' fill='none' stroke='#2b6cb0' stroke-width='2'/></svg>";
 
-/// The router of the dashboard server.
+/// The router of the dashboard server (call it within a tokio runtime: it starts the
+/// keep-alive timer).
 pub fn router(
     hub: Arc<Hub>,
     backfill: Option<Arc<dyn Backfill>>,
     cfg: HttpConfig,
     shutdown: watch::Receiver<bool>,
-) -> Router {
+) -> Dashboard {
     let origin = cfg.cors_origin.clone();
-    let app = Arc::new(App {
-        hub,
-        backfill,
-        cfg,
-        shutdown,
-    });
-    Router::new()
+    // One timer for every client's keep-alive, and the `bye` of a shutdown, both
+    // through the hub's channel: a client only ever waits on that channel.
+    {
+        let (hub, mut stop, every) = (Arc::clone(&hub), shutdown.clone(), cfg.keepalive);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => {
+                        hub.bye();
+                        return;
+                    }
+                    _ = tick.tick() => hub.keep_alive(),
+                }
+            }
+        });
+    }
+    let app = Arc::new(App { hub, backfill, cfg });
+    let router = Router::new()
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
@@ -148,7 +168,8 @@ pub fn router(
             let origin = origin.clone();
             async move { cors(origin, req, next).await }
         }))
-        .with_state(app)
+        .with_state(Arc::clone(&app));
+    Dashboard { router, app }
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -208,10 +229,10 @@ fn bad_request(msg: &str) -> Response {
 }
 
 /// Query parameters, repeatable.
-struct Params(Vec<(String, String)>);
+pub(super) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn parse(q: Option<String>) -> Self {
+    pub(super) fn parse(q: Option<String>) -> Self {
         Params(
             form_urlencoded::parse(q.unwrap_or_default().as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -232,7 +253,7 @@ impl Params {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
-    fn number(&self, name: &str, default: usize, max: usize) -> Result<usize, String> {
+    pub(super) fn number(&self, name: &str, default: usize, max: usize) -> Result<usize, String> {
         match self.one(name) {
             None | Some("") => Ok(default),
             Some(v) => v
@@ -241,7 +262,7 @@ impl Params {
                 .map_err(|_| format!("`{name}={v}`: expected a positive number")),
         }
     }
-    fn filter(&self) -> Filter {
+    pub(super) fn filter(&self) -> Filter {
         Filter {
             feeds: self.all("feed"),
             keys: self.all("key"),
@@ -316,7 +337,7 @@ async fn keys(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Response {
 }
 
 /// How a stream starts, from `Last-Event-ID` / `last_id=` and `snapshot=`.
-fn start_of(headers: &HeaderMap, p: &Params) -> Start {
+pub(super) fn start_of(headers: &HeaderMap, p: &Params) -> Start {
     let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -335,7 +356,7 @@ fn start_of(headers: &HeaderMap, p: &Params) -> Start {
 }
 
 /// What a client's stream does next.
-enum Step {
+pub(super) enum Step {
     Send(Outgoing),
     /// Nothing to send for a while; `Some(id)`: the client's position moved (changes
     /// its filter skipped).
@@ -345,7 +366,7 @@ enum Step {
 }
 
 /// One client's position in the stream of changes: shared by SSE and WebSocket.
-struct Client {
+pub(super) struct Client {
     app: Arc<App>,
     filter: Filter,
     /// The feed ids `filter` names (None: all).
@@ -354,16 +375,16 @@ struct Client {
     rx: broadcast::Receiver<Arc<Frame>>,
     queue: VecDeque<Outgoing>,
     backfill: Option<(EventId, EventId)>,
+    /// A keep-alive or bye met while batching, for the next call of `next`.
+    pending: Option<Arc<Frame>>,
     /// The last change seen (sent or skipped).
     last: EventId,
     /// The last id the client was told.
     told: EventId,
-    shutdown: watch::Receiver<bool>,
-    tick: tokio::time::Interval,
 }
 
 impl Client {
-    fn new(app: Arc<App>, filter: Filter, start: Start, limit: usize) -> Self {
+    pub(super) fn new(app: Arc<App>, filter: Filter, start: Start, limit: usize) -> Self {
         let sub = app
             .hub
             .subscribe(&filter, start, limit, app.backfill.is_some());
@@ -372,22 +393,17 @@ impl Client {
             Start::Resume(id) => id,
             _ => EventId::default(),
         };
-        let mut tick = tokio::time::interval(app.cfg.keepalive);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is immediate: skip it.
-        tick.reset();
         Client {
-            shutdown: app.shutdown.clone(),
             feeds,
             limit,
             rx: sub.rx,
             queue: sub.initial.into(),
             backfill: sub.backfill,
+            pending: None,
             last: sub.pos,
             told,
             filter,
             app,
-            tick,
         }
     }
 
@@ -409,11 +425,16 @@ impl Client {
     }
 
     /// Changes older than the ring, from the change log, before what is queued.
+    /// Cancel-safe (the WebSocket loop may drop it half-way): the backfill is only
+    /// marked done once its changes are queued.
     async fn run_backfill(&mut self, after: EventId, upto: EventId) {
         let Some(b) = self.app.backfill.clone() else {
+            self.backfill = None;
             return self.resync(Resync::Gone);
         };
-        match b.changes(after, upto).await {
+        let r = b.changes(after, upto).await;
+        self.backfill = None;
+        match r {
             Ok(changes) => {
                 let mut front = Vec::new();
                 for c in changes {
@@ -452,6 +473,7 @@ impl Client {
     /// Handles one live frame: Some(what to send), or None (skipped).
     fn take(&mut self, f: Arc<Frame>) -> Option<Outgoing> {
         match &f.kind {
+            FrameKind::KeepAlive | FrameKind::Bye => None,
             FrameKind::Change { id, feed, key } => {
                 if *id <= self.last {
                     return None;
@@ -472,7 +494,7 @@ impl Client {
     }
 
     /// What is ready without waiting (to batch several messages in one write).
-    fn try_next(&mut self) -> Option<Outgoing> {
+    pub(super) fn try_next(&mut self) -> Option<Outgoing> {
         if self.backfill.is_some() {
             return None;
         }
@@ -482,6 +504,11 @@ impl Client {
                 return Some(o);
             }
             match self.rx.try_recv() {
+                Ok(f) if matches!(f.kind, FrameKind::KeepAlive | FrameKind::Bye) => {
+                    // Handled by `next` (a keep-alive or the end): put off by one message.
+                    self.pending = Some(f);
+                    return None;
+                }
                 Ok(f) => {
                     if let Some(o) = self.take(f) {
                         self.note_sent(&o);
@@ -494,44 +521,47 @@ impl Client {
         }
     }
 
-    async fn next(&mut self) -> Step {
+    pub(super) async fn next(&mut self) -> Step {
         loop {
-            if let Some((after, upto)) = self.backfill.take() {
+            if let Some((after, upto)) = self.backfill {
                 self.run_backfill(after, upto).await;
             }
             if let Some(o) = self.queue.pop_front() {
                 self.note_sent(&o);
                 return Step::Send(o);
             }
-            tokio::select! {
-                biased;
-                _ = self.shutdown.changed() => return Step::End("shutdown"),
-                r = self.rx.recv() => match r {
-                    Ok(f) => {
+            let r = match self.pending.take() {
+                Some(f) => Ok(f),
+                None => self.rx.recv().await,
+            };
+            match r {
+                Ok(f) => match f.kind {
+                    FrameKind::Bye => return Step::End("shutdown"),
+                    FrameKind::KeepAlive => {
+                        let moved = (self.last > self.told).then_some(self.last);
+                        if let Some(id) = moved {
+                            self.told = id;
+                        }
+                        return Step::KeepAlive(moved);
+                    }
+                    _ => {
                         if let Some(o) = self.take(f) {
                             self.note_sent(&o);
                             return Step::Send(o);
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::debug!(missed = n, "client lagged");
-                        self.resync(Resync::Lagged);
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Step::End("closed"),
                 },
-                _ = self.tick.tick() => {
-                    let moved = (self.last > self.told).then_some(self.last);
-                    if let Some(id) = moved {
-                        self.told = id;
-                    }
-                    return Step::KeepAlive(moved);
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(missed = n, "client lagged");
+                    self.resync(Resync::Lagged);
                 }
+                Err(broadcast::error::RecvError::Closed) => return Step::End("closed"),
             }
         }
     }
 }
 
-fn sse_of(o: &Outgoing, out: &mut Vec<u8>) {
+pub(super) fn sse_of(o: &Outgoing, out: &mut Vec<u8>) {
     match o {
         Outgoing::Frame(f) => out.extend_from_slice(&f.sse),
         Outgoing::Own { event, id, json } => out.extend_from_slice(&sse_bytes(event, *id, json)),
@@ -539,7 +569,7 @@ fn sse_of(o: &Outgoing, out: &mut Vec<u8>) {
 }
 
 /// At most this many messages go into one write of a stream.
-const BATCH: usize = 64;
+pub(super) const BATCH: usize = 64;
 
 async fn events(
     State(app): State<Arc<App>>,
@@ -564,8 +594,20 @@ async fn events(
             let mut out = Vec::new();
             match c.next().await {
                 Step::Send(o) => {
+                    let Some(second) = c.try_next() else {
+                        // One message: the frame's own bytes, no copy.
+                        let bytes = match o {
+                            Outgoing::Frame(f) => f.sse.clone(),
+                            own => {
+                                sse_of(&own, &mut out);
+                                Bytes::from(out)
+                            }
+                        };
+                        return Some((Ok(bytes), (Some(c), None)));
+                    };
                     sse_of(&o, &mut out);
-                    for _ in 1..BATCH {
+                    sse_of(&second, &mut out);
+                    for _ in 2..BATCH {
                         match c.try_next() {
                             Some(o) => sse_of(&o, &mut out),
                             None => break,
@@ -681,17 +723,36 @@ async fn ws_client(mut socket: WebSocket, mut c: Client) {
     }
 }
 
+/// A listening socket with a deep accept queue (8192, as far as `net.core.somaxconn`
+/// allows): when thousands of clients reconnect at once, a short queue drops their SYNs
+/// and each waits out TCP's retransmission backoff (1 s, 3 s, 7 s, ...).
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(8192)
+}
+
 /// Serves `router` on `listener` until `shutdown` turns true; then every stream says
 /// `bye` and the server stops (waiting at most `grace` for connections to close).
+///
+/// SSE streams (`GET /api/events`) are served by `sse.rs` straight on their sockets;
+/// every other request goes through axum.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    router: Router,
+    dashboard: Dashboard,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     let mut stop = shutdown.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let listener = super::sse::SseListener::new(listener, dashboard.app);
+    let server = axum::serve(listener, dashboard.router).with_graceful_shutdown(async move {
         let _ = stop.wait_for(|s| *s).await;
     });
     let server = server.into_future();

@@ -105,6 +105,10 @@ pub enum FrameKind {
     /// The hub's history was replaced (Redis lost what the server had): every client
     /// resyncs.
     Reset,
+    /// Time for idle streams to send a keep-alive (one timer for all clients).
+    KeepAlive,
+    /// The server is stopping: every stream says `bye` and ends.
+    Bye,
 }
 
 /// A message to every client, serialized once.
@@ -589,6 +593,27 @@ impl Hub {
             "reset",
             None,
             "{\"type\":\"reset\"}".to_string(),
+        )));
+    }
+
+    /// Tells every client to send a keep-alive (see `http.rs`).
+    pub fn keep_alive(&self) {
+        let st = self.lock();
+        let _ = st.tx.send(Arc::new(Frame {
+            kind: FrameKind::KeepAlive,
+            sse: Bytes::from_static(b": keep-alive\n\n"),
+            json: Bytes::new(),
+        }));
+    }
+
+    /// Tells every client that the server is stopping.
+    pub fn bye(&self) {
+        let st = self.lock();
+        let _ = st.tx.send(Arc::new(Frame::new(
+            FrameKind::Bye,
+            "bye",
+            None,
+            "{\"type\":\"bye\",\"reason\":\"shutdown\"}".to_string(),
         )));
     }
 

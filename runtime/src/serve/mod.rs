@@ -5,6 +5,8 @@
 //!   one broadcast channel; each change serialized once for all clients).
 //! - `http.rs`: the routes (axum), the per-client streams with resume, resync,
 //!   keep-alives and batching, CORS, graceful shutdown.
+//! - `sse.rs`: SSE streams served straight on their sockets (no HTTP framework in the
+//!   path of a delivery: one write of the shared frame's bytes).
 //! - `embedded.rs`: `--serve ADDR` of a generated binary: the job feeds the hub in
 //!   process through one sink per windowed flow ([`ServeSinkSpec`]); no Redis.
 //! - `redis.rs` (with feature `redis`): `streamc serve`: the hub fed by one Redis
@@ -22,6 +24,8 @@ pub mod http;
 pub mod hub;
 #[cfg(all(feature = "serve", feature = "redis"))]
 pub mod redis;
+#[cfg(feature = "serve")]
+mod sse;
 
 use crate::redis::FeedSpec;
 

@@ -728,9 +728,8 @@ pub async fn run(
         Ok(Err(e)) => return Err(format!("cannot read Redis at {e}")),
         Err(_) => return Err("the Redis follower stopped".into()),
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener =
+        http::listen(args.listen).map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     if let Some(b) = bound {
         let _ = b.send(addr);

@@ -10,7 +10,7 @@ use std::fmt;
 use crate::diag::{Diagnostic, Span};
 use crate::plan::{BinOp, UnOp};
 
-pub use parser::parse;
+pub use parser::{MAX_DEPTH, parse};
 
 /// An untyped expression. Spans are byte ranges of the YAML source.
 #[derive(Clone, Debug, PartialEq)]

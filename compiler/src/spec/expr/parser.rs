@@ -13,9 +13,12 @@ const BP_CMP: u8 = 7;
 const BP_ADD: u8 = 9;
 const BP_MUL: u8 = 11;
 const BP_NEG: u8 = 13;
-/// Nesting bound (parentheses, operators, calls): deeper input is an error, not a stack
-/// overflow.
-const MAX_DEPTH: usize = 200;
+/// Nesting bound, documented in `docs/pipeline-spec.md` ("Limits"): both the parser's
+/// recursion (parentheses, prefix operators, calls, CASE) and the height of the tree it
+/// builds (a chain `a + b + c` is a tree of one level per operator) stay within it, so
+/// that every later pass, which recurses over the tree, has bounded depth. Deeper input is
+/// a located error, never a stack overflow.
+pub const MAX_DEPTH: usize = 128;
 
 /// Parses `text`, the decoded value of a YAML scalar. `offsets[i]` is the source byte
 /// offset of byte `i` of `text` (`offsets.len() == text.len() + 1`); spans of the result
@@ -60,6 +63,47 @@ pub fn parse(text: &str, offsets: &[usize]) -> Result<Expr, ExprError> {
         ));
     }
     Ok(expr)
+}
+
+fn too_deep(span: Span) -> ExprError {
+    ExprError {
+        message: "expression nested too deeply".to_string(),
+        span,
+        label: "this nests too deep".to_string(),
+        help: Some(depth_help()),
+    }
+}
+
+fn depth_help() -> String {
+    format!(
+        "expressions nest at most {MAX_DEPTH} levels (each operator of a chain such as \
+         `a + b + c` is one level); use `IN (...)` for a long list of alternatives, or \
+         compute parts in a `map` step"
+    )
+}
+
+/// The height of an expression tree (a leaf is 1). Only called on trees whose subtrees
+/// were checked against [`MAX_DEPTH`], so its recursion is bounded.
+fn height(e: &Expr) -> usize {
+    1 + match &e.kind {
+        ExprKind::Lit(_) | ExprKind::Field(_) => 0,
+        ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } => height(expr),
+        ExprKind::Binary { lhs, rhs, .. } => height(lhs).max(height(rhs)),
+        ExprKind::InList { expr, list, .. } => {
+            list.iter().map(height).fold(height(expr), usize::max)
+        }
+        ExprKind::Case {
+            operand,
+            branches,
+            otherwise,
+        } => branches
+            .iter()
+            .map(|(w, t)| height(w).max(height(t)))
+            .chain(operand.iter().map(|o| height(o)))
+            .chain(otherwise.iter().map(|o| height(o)))
+            .fold(0, usize::max),
+        ExprKind::Call { args, .. } => args.iter().map(height).fold(0, usize::max),
+    }
 }
 
 fn like_help() -> String {
@@ -196,7 +240,7 @@ impl Parser<'_> {
                 t,
                 "expression nested too deeply".to_string(),
                 "too deep",
-                Some(format!("expressions nest at most {MAX_DEPTH} levels")),
+                Some(depth_help()),
             ))
         } else {
             self.expr_inner(min_bp)
@@ -207,6 +251,12 @@ impl Parser<'_> {
 
     fn expr_inner(&mut self, min_bp: u8) -> Result<Expr, ExprError> {
         let mut lhs = self.prefix()?;
+        // The height of `lhs`, which grows by one with each operator of a chain (the
+        // chain is a left-deep tree that no recursion of the parser bounds).
+        let mut h = height(&lhs);
+        if h > MAX_DEPTH {
+            return Err(too_deep(lhs.span));
+        }
         loop {
             let t = self.peek().clone();
             let (op, bp) = match &t.tok {
@@ -251,6 +301,10 @@ impl Parser<'_> {
             lhs = match op {
                 Some(op) => {
                     let rhs = self.expr(bp + 1)?;
+                    h = 1 + h.max(height(&rhs));
+                    if h > MAX_DEPTH {
+                        return Err(too_deep(self.span(&t)));
+                    }
                     let span = Self::join(lhs.span, rhs.span);
                     Expr {
                         kind: ExprKind::Binary {
@@ -262,7 +316,14 @@ impl Parser<'_> {
                         span,
                     }
                 }
-                None => self.postfix(lhs, t)?,
+                None => {
+                    let e = self.postfix(lhs, t.clone())?;
+                    h = height(&e);
+                    if h > MAX_DEPTH {
+                        return Err(too_deep(self.span(&t)));
+                    }
+                    e
+                }
             };
         }
         Ok(lhs)

@@ -372,7 +372,7 @@ function renderCharts() {
           ...keys.map((k, i) => ({ label: k, stroke: PALETTE[i % PALETTE.length], width: 2, spanGaps: true, points: { show: true, size: 5 }, value: (u, v) => fmtNum(v) })),
         ],
         axes: [
-          { label: "window start (event time)", labelSize: 18, stroke: "#667085", grid: { stroke: "#eef0f3" }, values: (u, vals) => vals.map((v) => fmtTime(v * 1000, false)) },
+          { label: "window start (event time)", labelSize: 18, space: 90, stroke: "#667085", grid: { stroke: "#eef0f3" }, values: (u, vals) => vals.map((v) => fmtTime(v * 1000, false)) },
           { label: agg, labelSize: 18, size: 64, stroke: "#667085", grid: { stroke: "#eef0f3" }, values: (u, vals) => vals.map(fmtNum) },
         ],
         hooks: { draw: [(u) => drawMarks(u, c)] },
@@ -399,7 +399,7 @@ function renderTable() {
   }
   const tb = $("#windows tbody");
   const m = S.windows[key] || new Map();
-  const entries = [...m.values()].sort((a, b) => b.start - a.start || b.end - a.end).slice(0, 30);
+  const entries = [...m.values()].sort((a, b) => b.start - a.start || b.end - a.end).slice(0, 15);
   const existing = new Map([...tb.children].map((tr) => [tr.dataset.window, tr]));
   const rows = entries.map((e) => {
     const id = `${e.start}:${e.end}`;
@@ -455,7 +455,10 @@ function addChange(c) {
 function renderJobs() {
   const box = $("#jobs");
   const now = Date.now();
-  const jobs = Object.values(S.status).sort((a, b) => a.job.localeCompare(b.job));
+  // Jobs that stopped reporting more than 10 minutes ago are not shown.
+  const jobs = Object.values(S.status)
+    .filter((s) => !(s.progress && s.progress.time && now - s.progress.time > 600000))
+    .sort((a, b) => a.job.localeCompare(b.job));
   const cards = jobs.map((s) => {
     const p = s.progress || {};
     const sources = p.sources || [];
