@@ -538,16 +538,9 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 // Producing and consuming.
 
 fn kcat_producer(topic: &str, partition: u32) -> Child {
-    Command::new("kcat")
-        .args([
-            "-P",
-            "-b",
-            &brokers(),
-            "-t",
-            topic,
-            "-p",
-            &partition.to_string(),
-        ])
+    Command::new("timeout")
+        .args(["300", "kcat", "-P", "-b", &brokers(), "-t", topic])
+        .args(["-p", &partition.to_string()])
         .args(["-K", "\t", "-z", "none"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -669,7 +662,9 @@ pub fn consume(topic: &str, read_committed: bool) -> Vec<Msg> {
 /// The committed offsets of a consumer group on a topic (partition -> offset), from the
 /// broker's own tool.
 pub fn group_offsets(group: &str, topic: &str) -> BTreeMap<u32, u64> {
-    let out = Command::new(root().join("scripts/kafka"))
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(root().join("scripts/kafka"))
         .args(["groups", "--describe", "--group", group])
         .output()
         .expect("scripts/kafka groups");

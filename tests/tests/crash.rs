@@ -274,6 +274,18 @@ fn crash_and_finish(tag: &str, checkpoints: bool, seed: u64) {
     );
     let got = Outputs::read(&topics, true);
     journal.log(format!("read back: {}", got.summary()));
+    if checkpoints {
+        // The kills left aborted transactions behind (what read_committed must hide).
+        let all =
+            consume(&topics.tumbling_out, false).len() + consume(&topics.sessions_out, false).len();
+        let committed = got.results.values().map(Vec::len).sum::<usize>();
+        journal.log(format!("results written {all}, committed {committed}"));
+        assert!(
+            all > committed,
+            "seed {seed}: no aborted output: the kills hit no open transaction\n{}",
+            journal.text()
+        );
+    }
     let verdict = if checkpoints {
         compare_exact(&expected, &got)
     } else {
