@@ -777,15 +777,22 @@ fn shutdown_says_bye_to_every_stream_and_returns() {
     let server = Server::start(&c.spec.stream, HubConfig::default());
     let mut a = Sse::open(server.addr, "snapshot=0", None);
     let mut b = Sse::open(server.addr, "snapshot=0", None);
+    let mut ws = ws_connect(server.addr, "snapshot=0");
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     server.stop().unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
     for s in [&mut a, &mut b] {
-        let e = s.change(T).expect("bye");
+        let e = s
+            .change(T)
+            .unwrap_or_else(|| panic!("no bye; the stream ended with {:?}", s.text));
         assert_eq!(e.event, "bye");
         assert_eq!(e.data["reason"], json!("shutdown"));
     }
+    assert_eq!(
+        ws_next(&mut ws),
+        Some(json!({"type": "bye", "reason": "shutdown"}))
+    );
 }
 
 #[test]
