@@ -317,6 +317,15 @@ impl<'p> Gen<'p> {
                 let op = op_ident(i);
                 quote!(&mut self.#op as &mut dyn #rt::state::GroupState)
             });
+        let unfired = plan
+            .flows
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.window.is_some() && matches!(f.input, Input::Source(_)))
+            .map(|(i, _)| {
+                let op = op_ident(i);
+                quote!((#i, self.#op.unfired_events()))
+            });
         let job_spec = self.job_spec_fn()?;
         let main = if with_main {
             quote! {
@@ -393,6 +402,10 @@ impl<'p> Gen<'p> {
 
                 fn state(&mut self) -> ::std::vec::Vec<&mut dyn #rt::state::GroupState> {
                     ::std::vec![#(#state_refs),*]
+                }
+
+                fn unfired_events(&self) -> ::std::vec::Vec<(usize, u64)> {
+                    ::std::vec![#(#unfired),*]
                 }
             }
 
@@ -696,6 +709,7 @@ impl<'p> Gen<'p> {
                     });
                 }
                 let et = format_ident!("f{}", src.event_time);
+                let max_ahead = opt(src.max_ahead.map(|t| quote!(#t)));
                 let payload = quote!(rec.payload);
                 let partition = quote!(rec.partition);
                 let flows = self.flows(&st.flows, &env, &payload, &partition)?;
@@ -716,6 +730,9 @@ impl<'p> Gen<'p> {
                             }
                         };
                         let ts: i64 = ev.#et as i64;
+                        if !ctx.admit_event_time(#i, rec, ts, #max_ahead) {
+                            return ::std::option::Option::None;
+                        }
                         #(#binds)*
                         #flows
                         #s(ts)
