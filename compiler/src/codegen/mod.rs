@@ -722,6 +722,11 @@ impl<'p> Gen<'p> {
                         ctx: &mut #rt::Context,
                     ) -> ::std::option::Option<i64> {
                         #ops
+                        // serde would read an array into the struct by position.
+                        if !#rt::de::opens_object(rec.payload) {
+                            ctx.dead_letter(#i, rec, #rt::de::NOT_AN_OBJECT);
+                            return ::std::option::Option::None;
+                        }
                         let ev: #ev<'_> = match ::serde_json::from_slice(rec.payload) {
                             ::std::result::Result::Ok(ev) => ev,
                             ::std::result::Result::Err(e) => {

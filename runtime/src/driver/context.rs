@@ -560,8 +560,9 @@ fn event_time_text(ts: i64) -> String {
     }
 }
 
-/// A span of milliseconds in the largest unit that keeps it readable: `750 ms`, `12 s`,
-/// `3 min`, `5 h`, `2913 days`.
+/// A span of milliseconds in the largest unit it reaches, to a tenth: `750 ms`,
+/// `12.5 s`, `3.0 min`, `1.9 h`, `2913913.6 days`; a whole number of that unit shows
+/// none (`1 h`).
 fn human_ms(ms: i128) -> String {
     const UNITS: [(i128, &str); 4] = [
         (86_400_000, "days"),
@@ -570,8 +571,11 @@ fn human_ms(ms: i128) -> String {
         (1000, "s"),
     ];
     for (size, unit) in UNITS {
-        if ms >= 2 * size || (size == 1000 && ms >= size) {
-            return format!("{} {unit}", ms / size);
+        if ms >= size {
+            if ms % size == 0 {
+                return format!("{} {unit}", ms / size);
+            }
+            return format!("{:.1} {unit}", ms as f64 / size as f64);
         }
     }
     format!("{ms} ms")
@@ -582,6 +586,26 @@ mod tests {
     use super::*;
     use crate::pipeline::KafkaMeta;
     use proptest::prelude::*;
+
+    #[test]
+    fn spans_read_in_the_largest_unit_they_reach() {
+        for (ms, text) in [
+            (750, "750 ms"),
+            (1000, "1 s"),
+            (12_500, "12.5 s"),
+            (3_600_000, "1 h"),
+            (7_140_000, "2.0 h"),
+            (5_400_000, "1.5 h"),
+            (86_400_000 * 3, "3 days"),
+        ] {
+            assert_eq!(human_ms(ms), text);
+        }
+        assert_eq!(
+            event_time_text(1_700_000_000_000),
+            "1700000000000 (2023-11-14T22:13:20.000Z)"
+        );
+        assert_eq!(event_time_text(i64::MAX), i64::MAX.to_string());
+    }
     use serde_json::Value;
 
     fn unbase64(s: &str) -> Vec<u8> {
