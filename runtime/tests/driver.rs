@@ -222,6 +222,7 @@ fn file_to_file_sinks_dead_letters_and_late_events() {
         sinks: vec![file_sink("out", &out), file_sink("late", &late)],
         dead_letters: vec![file_sink("dlq", &dlq)],
         flows: vec!["flow"],
+        checkpoint: None,
     };
     let mut p = TestPipeline::new(1, vec![0], Some(1));
     let summary = run(&spec, &mut p, &[]).unwrap();
@@ -287,6 +288,7 @@ fn late_events_without_a_late_sink_are_counted() {
         sinks: vec![file_sink("out", &out)],
         dead_letters: vec![file_sink("dlq", &dlq)],
         flows: vec!["flow"],
+        checkpoint: None,
     };
     let mut p = TestPipeline::new(1, vec![0], None);
     let summary = run(&spec, &mut p, &[]).unwrap();
@@ -314,6 +316,7 @@ fn overrides_input_output_and_dead_letter() {
         ],
         dead_letters: vec![file_sink("dlq", &f.path("dlq.jsonl"))],
         flows: vec!["flow"],
+        checkpoint: None,
     };
     let (out, dlq) = (f.path("o/out.jsonl"), f.path("d/dead.jsonl"));
     let input_arg = format!("events={}", input.display());
@@ -348,6 +351,7 @@ fn two_sources_share_one_dead_letter_file() {
         // Two identical dead-letter specs: one file, opened (and truncated) once.
         dead_letters: vec![file_sink("dlq", &dlq), file_sink("dlq", &dlq)],
         flows: vec![],
+        checkpoint: None,
     };
     let mut p = TestPipeline::new(2, vec![0], None);
     let summary = run(&spec, &mut p, &[]).unwrap();
@@ -376,6 +380,7 @@ fn usage_errors_exit_2() {
         sinks: vec![file_sink("out", Path::new("/y"))],
         dead_letters: vec![file_sink("dlq", Path::new("/z"))],
         flows: vec![],
+        checkpoint: None,
     };
     for args in [
         &["--bogus"][..],
@@ -434,6 +439,7 @@ fn missing_input_is_an_error() {
         sinks: vec![file_sink("out", &f.path("out.jsonl"))],
         dead_letters: vec![file_sink("dlq", &f.path("dlq.jsonl"))],
         flows: vec![],
+        checkpoint: None,
     };
     let err = run(&spec, &mut TestPipeline::new(1, vec![0], None), &[]).unwrap_err();
     assert!(
@@ -456,6 +462,7 @@ fn refuses_to_overwrite_an_input_and_keeps_outputs_on_a_missing_input() {
         sinks: vec![file_sink("out", &out)],
         dead_letters: vec![file_sink("dlq", &f.path("dlq.jsonl"))],
         flows: vec!["flow"],
+        checkpoint: None,
     };
     let mut p = TestPipeline::new(1, vec![0], None);
     // Same file through another path.
@@ -491,6 +498,7 @@ fn sink_write_error_fails_the_job() {
         sinks: vec![file_sink("out", &f.path("out.jsonl"))],
         dead_letters: vec![file_sink("dlq", &f.path("dlq.jsonl"))],
         flows: vec!["flow"],
+        checkpoint: None,
     };
     let mut p = TestPipeline::new(1, vec![0], None);
     let err = run(&spec, &mut p, &["--output", "out=/dev/full"]).unwrap_err();
@@ -523,6 +531,7 @@ fn gen_spec(f: &Files, spec: DatagenSpec) -> JobSpec {
         ],
         dead_letters: vec![file_sink("dlq", &f.path("dlq.jsonl"))],
         flows: vec!["flow"],
+        checkpoint: None,
     }
 }
 

@@ -442,6 +442,7 @@ fn kafka_source(topic: &str, group: &str, ooo: i64, idle_ms: Option<i64>) -> Sou
             group_id: group.to_string(),
             start: KafkaStart::Earliest,
             properties: vec![("fetch.wait.max.ms".into(), "100".into())],
+            static_membership: false,
         }),
         max_out_of_orderness: ooo,
         idle_timeout: idle_ms,
@@ -509,6 +510,7 @@ fn job_spec(sources: Vec<SourceSpec>, sinks: Vec<SinkSpec>, dead_letter: SinkSpe
         sinks,
         dead_letters: vec![dead_letter],
         flows: vec!["flow"],
+        checkpoint: None,
     }
 }
 
@@ -781,22 +783,23 @@ fn dead_letters_and_late_events_land_in_their_topics() {
     assert_eq!(summary.metrics.invalid(), 3);
     assert_eq!(summary.metrics.late(), 1);
 
-    let mut dead: Vec<(i64, i64, Option<String>, Value)> = read_topic(&b, &dlq, 3, Duration::from_secs(30))
-        .iter()
-        .map(|m| {
-            assert_eq!(m.key, None);
-            let v = m.json();
-            assert_eq!(v["source"], "events");
-            assert!(!v["error"].as_str().unwrap().is_empty());
-            (
-                v["partition"].as_i64().unwrap(),
-                v["offset"].as_i64().unwrap(),
-                // A tombstone has no value: `"raw": null`.
-                v["raw"].as_str().map(str::to_string),
-                v,
-            )
-        })
-        .collect();
+    let mut dead: Vec<(i64, i64, Option<String>, Value)> =
+        read_topic(&b, &dlq, 3, Duration::from_secs(30))
+            .iter()
+            .map(|m| {
+                assert_eq!(m.key, None);
+                let v = m.json();
+                assert_eq!(v["source"], "events");
+                assert!(!v["error"].as_str().unwrap().is_empty());
+                (
+                    v["partition"].as_i64().unwrap(),
+                    v["offset"].as_i64().unwrap(),
+                    // A tombstone has no value: `"raw": null`.
+                    v["raw"].as_str().map(str::to_string),
+                    v,
+                )
+            })
+            .collect();
     dead.sort_by_key(|d| (d.0, d.1));
     let where_raw: Vec<(i64, i64, Option<&str>)> =
         dead.iter().map(|d| (d.0, d.1, d.2.as_deref())).collect();
@@ -808,7 +811,10 @@ fn dead_letters_and_late_events_land_in_their_topics() {
             (1, 2, Some("{\"k\":\"c\"}"))
         ]
     );
-    assert_eq!(dead[1].3["key"], "k", "a tombstone's dead letter keeps its key");
+    assert_eq!(
+        dead[1].3["key"], "k",
+        "a tombstone's dead letter keeps its key"
+    );
     assert_eq!(dead[2].3["error"], "missing `k` or `ts`");
     // The too-late event, unchanged, without a key.
     let late_msgs = read_topic(&b, &late, 1, Duration::from_secs(30));

@@ -340,6 +340,7 @@ fn kafka_source(topic: &str, group: &str, properties: &[(&str, &str)]) -> Source
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            static_membership: false,
         }),
         max_out_of_orderness: 0,
         idle_timeout: None,
@@ -386,6 +387,7 @@ fn poll_once(src: &mut dyn Source, seen: &mut Seen) {
                 first: r.offset,
                 next: r.offset + 1,
                 max_event_time: 0,
+                watermark: 0,
             }),
         }
     }

@@ -31,6 +31,10 @@ pub struct Context {
     pub(super) dirty: bool,
     /// Some sink reports progress ([`Sink::wants_progress`]).
     pub(super) progress: bool,
+    /// The record being processed was processed before a restart (at-least-once
+    /// without checkpoints: re-read below the committed position): if it is too late or
+    /// invalid, its late row or dead letter was written then, so not again.
+    pub(super) replaying: bool,
 }
 
 impl Context {
@@ -41,6 +45,7 @@ impl Context {
         spec: &JobSpec,
         resolved: &'a Resolved,
         env: &KafkaEnv,
+        checkpointed: bool,
     ) -> Result<Self, Error> {
         let mut writers: Vec<(&SinkKind, Writer)> = Vec::new();
         let mut get = |entry: &'a (String, SinkKind)| -> Result<usize, Error> {
@@ -49,11 +54,15 @@ impl Context {
                 return Ok(i);
             }
             let label = format!("{label} ({kind})");
-            let sink =
-                crate::connectors::open_sink_with(kind, env).map_err(|source| Error::Sink {
-                    sink: label.clone(),
-                    source,
-                })?;
+            let opened = if checkpointed {
+                crate::connectors::open_sink_kept(kind, env)
+            } else {
+                crate::connectors::open_sink_with(kind, env)
+            };
+            let sink = opened.map_err(|source| Error::Sink {
+                sink: label.clone(),
+                source,
+            })?;
             writers.push((kind, Writer { sink, label }));
             Ok(writers.len() - 1)
         };
@@ -98,6 +107,7 @@ impl Context {
             ),
             error: None,
             dirty: false,
+            replaying: false,
         }
     }
 
@@ -178,6 +188,10 @@ impl Context {
     /// A too-late event of flow `flow`: `payload` written unchanged to sink `sink`, or
     /// only counted when the flow names no late sink.
     pub fn late(&mut self, flow: usize, sink: Option<usize>, payload: &[u8]) {
+        if self.replaying {
+            self.metrics.flows[flow].replayed_late += 1;
+            return;
+        }
         self.metrics.flows[flow].late += 1;
         let Some(s) = sink else { return };
         if self.error.is_some() {
@@ -196,6 +210,10 @@ impl Context {
     /// `{"error", "source", "partition", "offset", "raw"}` and, from Kafka, the message's
     /// `key` and `headers`, every byte kept (see [`dead_letter_json`]).
     pub fn dead_letter(&mut self, src: usize, rec: &Record<'_>, error: &str) {
+        if self.replaying {
+            self.metrics.sources[src].replayed_invalid += 1;
+            return;
+        }
         self.metrics.sources[src].invalid += 1;
         if self.error.is_some() {
             return;
@@ -256,6 +274,35 @@ impl Context {
             w.sink
                 .wait_delivered()
                 .map_err(|e| Self::sink_error(w, e))?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoints: every writer made durable, and its position (see
+    /// [`Sink::durable_position`]), named by its label.
+    pub(super) fn durable_positions(&mut self) -> Result<Vec<(String, Option<u64>)>, Error> {
+        self.dirty = false;
+        let mut out = Vec::with_capacity(self.writers.len());
+        for w in &mut self.writers {
+            let pos = w
+                .sink
+                .durable_position()
+                .map_err(|e| Self::sink_error(w, e))?;
+            out.push((w.label.clone(), pos));
+        }
+        Ok(out)
+    }
+
+    /// A restore: each writer back to its position in `positions` (by label; a writer
+    /// with none there, new since the checkpoint, to 0).
+    pub(super) fn truncate(&mut self, positions: &[(String, Option<u64>)]) -> Result<(), Error> {
+        for w in &mut self.writers {
+            let pos = positions
+                .iter()
+                .find(|(label, _)| *label == w.label)
+                .and_then(|(_, p)| *p)
+                .unwrap_or(0);
+            w.sink.truncate(pos).map_err(|e| Self::sink_error(w, e))?;
         }
         Ok(())
     }
