@@ -401,6 +401,12 @@ impl<P: Pipeline> Run<'_, P> {
                     let s = &mut self.sources[i];
                     s.tracker.restore_partition(p, pos.watermark, pos.idle, now);
                     s.start.insert(p, pos.offset);
+                    if aligned {
+                        // (A partition without state in the checkpoint gets an instance
+                        // at its watermark.)
+                        self.pipeline
+                            .on_partition_watermark(i, p, pos.watermark, self.ctx);
+                    }
                     if rollback || c.offset != Some(pos.offset) {
                         seeks.push((p, pos.offset));
                     }
