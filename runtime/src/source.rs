@@ -466,9 +466,12 @@ pub struct Processed {
     pub next: u64,
     /// Largest event time of its records (`i64::MIN`: none).
     pub max_event_time: i64,
-    /// The partition's watermark after the batch (`WATERMARK_MIN`: none yet): what a
-    /// Kafka source commits with the offsets when there are no checkpoints.
+    /// The partition's watermark after the batch (`WATERMARK_MIN`: none yet).
     pub watermark: i64,
+    /// The partition's watermark before the run's first record: without checkpoints a
+    /// Kafka source commits, with an offset, the watermark its record was judged
+    /// against, so a restart replays from there exactly.
+    pub watermark_before: i64,
 }
 
 /// Per-partition figures of a source for metrics (Kafka).

@@ -388,6 +388,7 @@ fn poll_once(src: &mut dyn Source, seen: &mut Seen) {
                 next: r.offset + 1,
                 max_event_time: 0,
                 watermark: 0,
+                watermark_before: 0,
             }),
         }
     }

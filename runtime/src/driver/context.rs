@@ -32,8 +32,11 @@ pub struct Context {
     /// Some sink reports progress ([`Sink::wants_progress`]).
     pub(super) progress: bool,
     /// The record being processed was processed before a restart (at-least-once
-    /// without checkpoints: re-read below the committed position): if it is too late or
-    /// invalid, its late row or dead letter was written then, so not again.
+    /// without checkpoints: re-read below the committed position, judged against the
+    /// watermark it was judged against then): every row, late event and dead letter it
+    /// leads to was written then, so none is written again. (Windows with records
+    /// before the replay were purged before the commit: their partial rows never go
+    /// out.)
     pub(super) replaying: bool,
 }
 
@@ -153,7 +156,7 @@ impl Context {
         key: Option<&K>,
         row: &R,
     ) {
-        if sinks.is_empty() || self.error.is_some() {
+        if sinks.is_empty() || self.error.is_some() || self.replaying {
             return;
         }
         self.row.clear();

@@ -111,7 +111,14 @@ fn drop_group<P: Pipeline>(pipeline: &mut P, g: KeyGroup) {
 
 /// Adds a processed record to the batch's run of its partition (one run per partition
 /// per batch: a partition's records in a batch are consecutive in its offsets).
-fn note_run(runs: &mut Vec<Processed>, partition: u32, offset: u64, ts: Option<i64>) {
+/// `wm_before` is the partition's watermark before the record.
+fn note_run(
+    runs: &mut Vec<Processed>,
+    partition: u32,
+    offset: u64,
+    ts: Option<i64>,
+    wm_before: i64,
+) {
     let ts = ts.unwrap_or(i64::MIN);
     let next = offset.saturating_add(1);
     let run = match runs.last_mut() {
@@ -129,6 +136,7 @@ fn note_run(runs: &mut Vec<Processed>, partition: u32, offset: u64, ts: Option<i
             next,
             max_event_time: ts,
             watermark: WATERMARK_MIN,
+            watermark_before: wm_before,
         }),
     }
 }
@@ -892,6 +900,7 @@ impl<P: Pipeline> Run<'_, P> {
                     if replays {
                         ctx.replaying = s.replaying(rec.partition, rec.offset);
                     }
+                    let wm_before = s.tracker.partition_watermark(rec.partition);
                     let ts = pipeline.on_record(i, &rec, ctx);
                     if let Some(ts) = ts {
                         let p = rec.partition;
@@ -910,7 +919,7 @@ impl<P: Pipeline> Run<'_, P> {
                         }
                     }
                     if s.tracks_offsets {
-                        note_run(&mut runs, rec.partition, rec.offset, ts);
+                        note_run(&mut runs, rec.partition, rec.offset, ts, wm_before);
                     }
                     if ctx.error.is_some() {
                         return ctx.halt().unwrap_or(Ok(Stop::Finished));
@@ -1043,7 +1052,7 @@ mod tests {
             (1, 8, Some(1)),
             (2, 0, None),
         ] {
-            note_run(&mut runs, p, off, ts);
+            note_run(&mut runs, p, off, ts, off as i64);
         }
         let run = |partition, first, next, max_event_time| Processed {
             partition,
@@ -1051,6 +1060,7 @@ mod tests {
             next,
             max_event_time,
             watermark: WATERMARK_MIN,
+            watermark_before: first as i64,
         };
         assert_eq!(
             runs,

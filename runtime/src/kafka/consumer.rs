@@ -87,7 +87,10 @@ impl State {
         if let Some(m) = given.get(&p).filter(|m| !m.is_empty()) {
             return Some(m.clone());
         }
-        let &(watermark, replayed) = self.marks.get(&p)?;
+        let &(restored, replayed) = self.marks.get(&p)?;
+        // The watermark the record at `offset` was judged against (a replay from there
+        // judges every record as before), else the restored one (nothing read since).
+        let watermark = self.offsets.watermark_at(p, offset).unwrap_or(restored);
         let position = self
             .offsets
             .position(p)
@@ -786,8 +789,14 @@ impl Source for KafkaSource {
         let mut st = self.shared.lock();
         st.held_from = held_from;
         for r in runs {
-            st.offsets
-                .processed(r.partition, r.first, r.next, r.max_event_time);
+            st.offsets.processed_with(
+                r.partition,
+                r.first,
+                r.next,
+                r.max_event_time,
+                r.watermark_before,
+                r.watermark,
+            );
             let replayed = st.marks.get(&r.partition).map_or(0, |m| m.1);
             st.marks.insert(r.partition, (r.watermark, replayed));
         }
