@@ -155,11 +155,17 @@ fn write_logical(plan: &Plan, o: &mut String) -> fmt::Result {
         writeln!(o, "    schema {{{}}}", fields.join(", "))?;
         writeln!(
             o,
-            "    event time {}, watermark max_out_of_orderness {}{}",
+            "    event time {}, watermark max_out_of_orderness {}{}{}",
             s.schema[s.event_time].name,
             dur(s.max_out_of_orderness),
             s.idle_timeout
                 .map(|t| format!(", idle_timeout {}", dur(t)))
+                .unwrap_or_default(),
+            s.max_ahead
+                .map(|t| format!(
+                    ", max_ahead {} (events further ahead of the wall clock are dead letters)",
+                    dur(t)
+                ))
                 .unwrap_or_default()
         )?;
     }

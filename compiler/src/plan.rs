@@ -99,6 +99,9 @@ pub struct SourcePlan {
     pub event_time: usize,
     pub max_out_of_orderness: Millis,
     pub idle_timeout: Option<Millis>,
+    /// Events whose time is further than this ahead of the wall clock at arrival go to
+    /// the dead letters (`watermark.max_ahead`).
+    pub max_ahead: Option<Millis>,
     /// Where invalid events go when the spec declares no `dead_letter`.
     pub default_dead_letter: SinkKind,
 }

@@ -186,6 +186,11 @@ const VARIATIONS: &[Variation] = &[
         &[("idle_timeout: 5s", "idle_timeout: 6s")],
     ),
     (
+        "max_ahead",
+        KAFKA,
+        &[("idle_timeout: 5s", "idle_timeout: 5s\n      max_ahead: 1h")],
+    ),
+    (
         "default_dead_letter",
         KAFKA,
         &[("dead_letter:\n  kafka: {topic: dlq}\n", "")],
@@ -400,6 +405,7 @@ fn coverage(plan: &Plan) -> Vec<&'static str> {
         event_time: _,           // "event_time"
         max_out_of_orderness: _, // "max_out_of_orderness"
         idle_timeout: _,         // "idle_timeout"
+        max_ahead: _,            // "max_ahead"
         default_dead_letter: _,  // "default_dead_letter"
     } in sources
     {

@@ -46,6 +46,16 @@ pub fn open_sink_kept(kind: &SinkKind, env: &KafkaEnv) -> Result<Box<dyn Sink>, 
     }
 }
 
+/// Opens the dead-letter output of kind `kind`: as [`open_sink_with`], except that a
+/// file is created only when the first invalid record arrives
+/// ([`FileSink::on_first_write`]).
+pub fn open_dead_letter_with(kind: &SinkKind, env: &KafkaEnv) -> Result<Box<dyn Sink>, SinkError> {
+    match kind {
+        SinkKind::File { path } => Ok(Box::new(FileSink::on_first_write(path)?)),
+        _ => open_sink_with(kind, env),
+    }
+}
+
 /// Opens a sink of kind `kind` (Kafka with the default environment).
 pub fn open_sink(kind: &SinkKind) -> Result<Box<dyn Sink>, SinkError> {
     open_sink_with(kind, &KafkaEnv::from_env("streamc"))

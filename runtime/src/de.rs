@@ -26,6 +26,20 @@ impl<'de> Visitor<'de> for TsVisitor {
     }
 }
 
+/// Whether `payload` opens a JSON object (its first byte after JSON whitespace is `{`).
+/// An event is one object: serde would also read an array into an event struct, by
+/// the position of its fields, and accept `[1, "a", 1700000000000]` as an event.
+#[inline]
+pub fn opens_object(payload: &[u8]) -> bool {
+    payload
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|&b| b == b'{')
+}
+
+/// The dead-letter error of a record that is not a JSON object.
+pub const NOT_AN_OBJECT: &str = "not a JSON object: an event is one object, {\"field\": value, ...}, on one line of a file or in one message";
+
 /// Parses an RFC 3339 timestamp into epoch milliseconds.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s)
@@ -69,6 +83,24 @@ pub fn opt_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
+
+    #[test]
+    fn only_objects_open_an_object() {
+        for yes in [&b"{}"[..], b" \t\r\n{\"a\":1}", b"{"] {
+            assert!(super::opens_object(yes), "{yes:?}");
+        }
+        for no in [
+            &b""[..],
+            b"   ",
+            b"[1]",
+            b"null",
+            b"\"{\"",
+            b"\x0c{}",
+            b"\xEF\xBB\xBF{}",
+        ] {
+            assert!(!super::opens_object(no), "{no:?}");
+        }
+    }
 
     #[derive(Deserialize, Debug)]
     struct Ev {

@@ -18,6 +18,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{WATERMARK_MAX, WATERMARK_MIN};
 
+/// An event counts as ahead of the wall clock (`streamc_source_ahead_of_clock_total`)
+/// when its event time is more than this many milliseconds past the wall clock at its
+/// arrival: clocks of producers a little ahead of this machine's are not worth a word.
+pub const AHEAD_TOLERANCE_MS: i64 = 1000;
+
+/// The wall clock in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Upper bounds (seconds) of the batch processing time histogram's buckets.
 pub const BATCH_SECONDS_BUCKETS: [f64; 10] = [
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5,
@@ -77,6 +89,10 @@ pub struct SourceMetrics {
     /// Invalid records read again after a restart (at-least-once, no checkpoints) whose
     /// dead letters were written before: not written again.
     pub replayed_invalid: u64,
+    /// Events whose event time was more than [`AHEAD_TOLERANCE_MS`] ahead of the wall
+    /// clock when they arrived (counted whether they were processed or, past the
+    /// source's `max_ahead`, sent to the dead letters).
+    pub ahead_of_clock: u64,
     /// The source's task watermark (`WATERMARK_MIN` before the first advance).
     pub watermark: i64,
     /// The source's partitions (assigned ones, for Kafka), refreshed when metrics are
@@ -128,6 +144,8 @@ pub struct SinkMetrics {
     pub name: &'static str,
     /// Lines written: result rows plus too-late events passed through.
     pub rows_out: u64,
+    /// Of `rows_out`, the too-late events passed through (a flow's `late` sink).
+    pub late_out: u64,
 }
 
 /// All counters of a job, indexed as in the `JobSpec`.
@@ -158,6 +176,7 @@ impl Metrics {
                     records_in: 0,
                     invalid: 0,
                     replayed_invalid: 0,
+                    ahead_of_clock: 0,
                     watermark: WATERMARK_MIN,
                     partitions: Vec::new(),
                     batch_time: Histogram::default(),
@@ -173,7 +192,11 @@ impl Metrics {
                 .collect(),
             sinks: sinks
                 .into_iter()
-                .map(|name| SinkMetrics { name, rows_out: 0 })
+                .map(|name| SinkMetrics {
+                    name,
+                    rows_out: 0,
+                    late_out: 0,
+                })
                 .collect(),
             checkpoints: CheckpointMetrics::default(),
         }
@@ -199,13 +222,21 @@ impl Metrics {
         self.sinks.iter().map(|s| s.rows_out).sum()
     }
 
+    /// Result rows (window results and rows of stateless flows) written to all output
+    /// sinks: `rows_out` without the too-late events passed through.
+    pub fn results_out(&self) -> u64 {
+        self.sinks.iter().map(|s| s.rows_out - s.late_out).sum()
+    }
+
+    /// Events of all sources that arrived ahead of the wall clock.
+    pub fn ahead_of_clock(&self) -> u64 {
+        self.sources.iter().map(|s| s.ahead_of_clock).sum()
+    }
+
     /// Appends the counters in the Prometheus text exposition format (version 0.0.4),
     /// each series labelled with `job`. Lags behind wall time are computed now.
     pub fn render_prometheus(&self, job: &str, out: &mut String) {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        self.render_prometheus_at(job, now_ms, out);
+        self.render_prometheus_at(job, now_ms(), out);
     }
 
     /// [`Metrics::render_prometheus`] with the wall clock at `now_ms` (epoch millis).
@@ -247,6 +278,13 @@ impl Metrics {
             &mut self.sources.iter().map(|s| (s.name, c(s.invalid))),
         );
         family(
+            "streamc_source_ahead_of_clock_total",
+            "counter",
+            "Events of a source whose event time was more than 1 s ahead of the wall clock at arrival (they move the watermark ahead: see the source's watermark.max_ahead).",
+            "source",
+            &mut self.sources.iter().map(|s| (s.name, c(s.ahead_of_clock))),
+        );
+        family(
             "streamc_source_watermark_milliseconds",
             "gauge",
             "Task watermark of a source in epoch milliseconds (i64 min before the first advance, i64 max at the end of a bounded source).",
@@ -266,6 +304,13 @@ impl Metrics {
             "Lines written to an output sink.",
             "sink",
             &mut self.sinks.iter().map(|s| (s.name, c(s.rows_out))),
+        );
+        family(
+            "streamc_sink_late_out_total",
+            "counter",
+            "Of the lines written to an output sink, the too-late events passed through.",
+            "sink",
+            &mut self.sinks.iter().map(|s| (s.name, c(s.late_out))),
         );
         family(
             "streamc_source_replayed_invalid_total",

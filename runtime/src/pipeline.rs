@@ -129,6 +129,14 @@ pub trait Pipeline {
         i64::MIN
     }
 
+    /// Per windowed flow reading a source (flow index as in `JobSpec::flows`): the
+    /// events held in its windows that have not fired, each counted once. What a stop
+    /// by a signal leaves out of the results, for the summary; called once, at the
+    /// stop, and may scan the state. The default: not counted (empty).
+    fn unfired_events(&self) -> Vec<(usize, u64)> {
+        Vec::new()
+    }
+
     /// The state contract: every stateful operator's state by key group, for the driver
     /// to snapshot, drop and restore (checkpoints, rebalances). The default: no state.
     fn state(&mut self) -> Vec<&mut dyn crate::state::GroupState> {

@@ -190,6 +190,9 @@ impl Sink for StdoutSink {
 pub struct FileSink {
     path: PathBuf,
     out: Option<BufWriter<File>>,
+    /// Not created yet: [`FileSink::on_first_write`] defers creating a missing file
+    /// (and its directories) to the first line.
+    pending: bool,
 }
 
 impl FileSink {
@@ -203,6 +206,23 @@ impl FileSink {
         Ok(FileSink {
             path: path.to_owned(),
             out: Some(BufWriter::with_capacity(BUFFER, file)),
+            pending: false,
+        })
+    }
+
+    /// A file output that may stay empty (dead letters): an existing file is truncated
+    /// at once, as by [`FileSink::create`] (no stale lines of an earlier run remain), a
+    /// missing one is created with its directories only when the first line is written,
+    /// so a run without invalid records leaves no file behind.
+    pub fn on_first_write(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref();
+        if path.exists() {
+            return Self::create(path);
+        }
+        Ok(FileSink {
+            path: path.to_owned(),
+            out: None,
+            pending: true,
         })
     }
 
@@ -221,6 +241,7 @@ impl FileSink {
         Ok(FileSink {
             path: path.to_owned(),
             out: Some(BufWriter::with_capacity(BUFFER, file)),
+            pending: false,
         })
     }
 
@@ -230,6 +251,11 @@ impl FileSink {
     }
 
     fn out(&mut self) -> Result<&mut BufWriter<File>, SinkError> {
+        if self.pending {
+            self.pending = false;
+            let created = Self::create(&self.path)?;
+            self.out = created.out;
+        }
         self.out
             .as_mut()
             .ok_or_else(|| SinkError::Io(io::Error::other("write after close")))
@@ -245,10 +271,16 @@ impl Sink for FileSink {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
+        if self.pending {
+            return Ok(());
+        }
         Ok(self.out()?.flush()?)
     }
 
     fn durable_position(&mut self) -> Result<Option<u64>, SinkError> {
+        if self.pending {
+            return Ok(Some(0));
+        }
         let out = self.out()?;
         out.flush()?;
         let file = out.get_ref();
@@ -257,6 +289,9 @@ impl Sink for FileSink {
     }
 
     fn truncate(&mut self, position: u64) -> Result<(), SinkError> {
+        if self.pending {
+            return Ok(());
+        }
         let out = self.out()?;
         out.flush()?;
         let file = out.get_ref();
@@ -274,6 +309,8 @@ impl Sink for FileSink {
     }
 
     fn close(&mut self) -> Result<(), SinkError> {
+        // Never written: nothing to create.
+        self.pending = false;
         if let Some(mut out) = self.out.take() {
             out.flush()?;
             // Dropping closes the file.

@@ -269,10 +269,26 @@ fn file_to_file_sinks_dead_letters_and_late_events() {
     assert_eq!(m.flows[0].late, 1);
     assert_eq!(m.sinks[0].rows_out, 5);
     assert_eq!(m.sinks[1].rows_out, 1);
-    let line = summary.to_string();
+    // Each count named for what it is and where it went: the late event is not a
+    // result row.
+    let text = summary.to_string();
+    let lines: Vec<&str> = text.lines().collect();
     assert!(
-        line.starts_with("job: finished: 8 events in, 3 invalid, 1 late, 6 rows out in "),
-        "{line}"
+        lines[0].starts_with("job: finished after ") && lines[0].contains(": 8 events read ("),
+        "{text}"
+    );
+    let at = |p: &Path| p.display().to_string();
+    assert_eq!(
+        lines[1..],
+        [
+            format!("  5 result rows: 5 to sink `out` (file {})", at(&out)),
+            format!("  1 too-late events: 1 to sink `late` (file {})", at(&late)),
+            format!(
+                "  3 invalid events: 3 of source `events` to dead-letter output `dlq` (file {})",
+                at(&dlq)
+            ),
+        ],
+        "{text}"
     );
 }
 
@@ -424,9 +440,70 @@ fn usage_errors_exit_2() {
     assert_eq!(opts.inputs, vec![(0, "a=b.jsonl".to_string())]);
     assert_eq!(opts.metrics_addr, Some("0.0.0.0:9187".parse().unwrap()));
     let help = driver::usage(&spec);
-    for needle in ["--input SOURCE=PATH", "events", "file /x", "out", "file /y"] {
+    for needle in [
+        "--input SOURCE=PATH",
+        "events",
+        "file /x",
+        "out",
+        "file /y",
+        // Where invalid records go by default.
+        "Dead letters",
+        "  events                     file /z\n",
+    ] {
         assert!(help.contains(needle), "{needle}: {help}");
     }
+    // A job without Kafka, Redis or a dashboard lists none of their flags.
+    for flag in [
+        "--brokers",
+        "--group-id",
+        "--commit-interval",
+        "--bounded",
+        "--redis",
+        "--serve",
+        "offsets",
+    ] {
+        assert!(!help.contains(flag), "{flag}: {help}");
+        assert!(!driver::short_usage(&spec).contains(flag), "{flag}");
+    }
+    assert_eq!(
+        driver::short_usage(&spec),
+        "Usage: job [--input SOURCE=PATH] [--output SINK=PATH] [--dead-letter SOURCE=PATH] \
+         [--metrics-addr ADDR]; see job --help"
+    );
+}
+
+#[test]
+fn a_dead_letter_file_is_created_at_its_first_record() {
+    let _g = shared();
+    let f = Files::new();
+    let valid = f.write("valid.jsonl", b"{\"k\":\"a\",\"ts\":1}\n");
+    let (out, dlq) = (f.path("out.jsonl"), f.path("dir/dlq.jsonl"));
+    let spec = JobSpec {
+        name: "job",
+        sources: vec![file_source("events", &valid, 0)],
+        sinks: vec![file_sink("out", &out)],
+        dead_letters: vec![file_sink("dlq", &dlq)],
+        flows: vec!["flow"],
+        checkpoint: None,
+    };
+    run(&spec, &mut TestPipeline::new(1, vec![0], None), &[]).unwrap();
+    // No invalid record: no file (nor its directory) left behind.
+    assert!(!dlq.exists() && !dlq.parent().unwrap().exists());
+    assert_eq!(lines(&out).len(), 2);
+    // A stale file of an earlier run is emptied, not left to look like this run's.
+    std::fs::create_dir_all(dlq.parent().unwrap()).unwrap();
+    std::fs::write(&dlq, "old\n").unwrap();
+    run(&spec, &mut TestPipeline::new(1, vec![0], None), &[]).unwrap();
+    assert_eq!(read(&dlq), "");
+    // The first invalid record creates it.
+    std::fs::remove_file(&dlq).unwrap();
+    let mixed = f.write("mixed.jsonl", b"{\"k\":\"a\",\"ts\":1}\nbad\n");
+    let spec = JobSpec {
+        sources: vec![file_source("events", &mixed, 0)],
+        ..spec
+    };
+    run(&spec, &mut TestPipeline::new(1, vec![0], None), &[]).unwrap();
+    assert!(read(&dlq).starts_with("{\"error\":"), "{}", read(&dlq));
 }
 
 #[test]
@@ -656,11 +733,13 @@ fn sigterm_stops_an_unbounded_source_cleanly() {
     // No firing at shutdown for an unbounded source.
     assert!(p.calls.iter().all(|(_, wm)| *wm != WATERMARK_MAX));
     assert!(rows.iter().all(|r| r.get("end").is_none()));
+    let text = summary.to_string();
     assert!(
-        summary
-            .to_string()
-            .starts_with("gen_job: stopped by signal: ")
+        text.starts_with("gen_job: stopped by signal after "),
+        "{text}"
     );
+    // The test pipeline does not count the events of unfired windows: no such line.
+    assert!(!text.contains("had not fired"), "{text}");
     let metrics = metrics.expect("metrics endpoint did not answer");
     assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
     assert!(

@@ -92,12 +92,20 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fn create_topic(brokers: &str, partitions: i32) -> String {
+    create_topic_with(brokers, partitions, &[])
+}
+
+/// A fresh topic with topic-level configuration `config`.
+fn create_topic_with(brokers: &str, partitions: i32, config: &[(&str, &str)]) -> String {
     let name = unique("t");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
-    let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in config {
+        topic = topic.set(k, v);
+    }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = block_on(admin.create_topics([&topic], &opts)).expect("create topics");
     for r in results {
@@ -931,20 +939,73 @@ fn restart_resumes_from_committed_offsets_and_keeps_held_records() {
 }
 
 #[test]
+fn a_missing_output_topic_is_named_at_start() {
+    let b = require_broker();
+    let (input, out, dlq) = (
+        create_topic(&b, 1),
+        create_topic(&b, 1),
+        create_topic(&b, 1),
+    );
+    let missing = unique("missing");
+    produce_events(&b, &input, &events(&[(0, "a", 1)]));
+    let group = unique("g");
+    // The late topic is missing, the others exist: the error names exactly that one.
+    let spec = job_spec(
+        vec![kafka_source(&input, &group, 0, None)],
+        vec![kafka_sink("out", &out), kafka_sink("late", &missing)],
+        kafka_sink("dlq", &dlq),
+    );
+    let progress = Arc::new(Progress::default());
+    let mut job = Job::passthrough(&progress);
+    let t0 = Instant::now();
+    let err = run_job(&spec, &mut job, &["--brokers", &b], LIMIT, |_| false).unwrap_err();
+    // At start, not after librdkafka's 30 s of waiting for the topic's metadata.
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    assert_eq!(err.exit_code(), 1);
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("sink `late` (kafka topic {missing}): ")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Kafka topic `{missing}` does not exist")),
+        "{text}"
+    );
+    assert!(!text.contains(&out) && !text.contains(&dlq), "{text}");
+    assert!(!text.contains("reachable"), "{text}");
+    // A missing dead-letter topic is named the same way.
+    let spec = job_spec(
+        vec![kafka_source(&input, &group, 0, None)],
+        vec![kafka_sink("out", &out)],
+        kafka_sink("dlq", &missing),
+    );
+    let mut job = Job::passthrough(&progress);
+    let err = run_job(&spec, &mut job, &["--brokers", &b], LIMIT, |_| false).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "dead-letter output `dlq` (kafka topic {missing}): "
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Kafka topic `{missing}` does not exist")),
+        "{text}"
+    );
+    assert_eq!(committed(&b, &group, &input, 1), vec![None]);
+}
+
+#[test]
 fn a_delivery_error_ends_the_job_with_exit_code_1() {
     let b = require_broker();
     let (input, dlq) = (create_topic(&b, 1), create_topic(&b, 1));
-    let missing = unique("missing");
+    // A topic that takes no message over 10 bytes: every row's delivery fails.
+    let small = create_topic_with(&b, 1, &[("max.message.bytes", "10")]);
     produce_events(&b, &input, &events(&[(0, "a", 1), (0, "b", 2)]));
-    let mut out = kafka_sink("out", &missing);
-    // The broker does not create topics; librdkafka gives up on an unknown topic after
-    // `topic.metadata.propagation.max.ms` (30 s by default).
+    let mut out = kafka_sink("out", &small);
     out.kind = SinkKind::Kafka {
-        topic: missing.clone(),
-        properties: vec![
-            ("topic.metadata.propagation.max.ms".into(), "1000".into()),
-            ("message.timeout.ms".into(), "10000".into()),
-        ],
+        topic: small.clone(),
+        properties: vec![("message.timeout.ms".into(), "10000".into())],
     };
     let group = unique("g");
     let spec = job_spec(
@@ -961,11 +1022,11 @@ fn a_delivery_error_ends_the_job_with_exit_code_1() {
     assert_eq!(err.exit_code(), 1);
     let text = err.to_string();
     assert!(
-        text.starts_with(&format!("sink `out` (kafka topic {missing}): ")),
+        text.starts_with(&format!("sink `out` (kafka topic {small}): ")),
         "{text}"
     );
     assert!(
-        text.contains(&format!("delivery to Kafka topic `{missing}` failed")),
+        text.contains(&format!("delivery to Kafka topic `{small}` failed")),
         "{text}"
     );
     // The records whose results were lost are not committed (not even as the consumer

@@ -61,16 +61,25 @@ struct Server {
     thread: Option<std::thread::JoinHandle<Result<(), String>>>,
 }
 
+/// The settings of a test's server: its own change log, CORS for one origin.
+fn args(stream: &str, hub: HubConfig) -> ServeArgs {
+    ServeArgs {
+        redis: url(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        stream: stream.to_string(),
+        hub,
+        cors: "https://example.test".to_string(),
+        threads: Some(2),
+        keepalive: Duration::from_secs(15),
+    }
+}
+
 impl Server {
     fn start(stream: &str, hub: HubConfig) -> Self {
-        let args = ServeArgs {
-            redis: url(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            stream: stream.to_string(),
-            hub,
-            cors: "https://example.test".to_string(),
-            threads: Some(2),
-        };
+        Self::start_with(args(stream, hub))
+    }
+
+    fn start_with(args: ServeArgs) -> Self {
         let (stop, rx) = watch::channel(false);
         let (tx_addr, rx_addr) = oneshot::channel();
         let thread = std::thread::spawn(move || {
@@ -143,6 +152,15 @@ impl Case {
     fn key(&self, user: &str) -> String {
         format!("{}:views:{user}", self.prefix)
     }
+    /// A second flow of the same job, its own sink, the same change log: another feed.
+    fn other_flow(&self) -> RedisSinkSpec {
+        let mut s = self.spec.clone();
+        s.key = format!("{}:clicks:{{user}}", self.prefix);
+        s.channel = format!("{}:ch2", self.prefix);
+        s.feed.sink = "dash2".into();
+        s.feed.flow = "clicks".into();
+        s
+    }
 }
 
 fn row(user: &str, start: i64, views: u64, revision: u32) -> String {
@@ -159,11 +177,16 @@ fn write(sink: &mut RedisSink, rows: &[String]) {
 
 /// `GET path`: (status, headers, body).
 fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    request(addr, "GET", path, "")
+}
+
+/// `METHOD path` with extra header lines (each ending in CRLF): (status, headers, body).
+fn request(addr: SocketAddr, method: &str, path: &str, headers: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = Vec::new();
@@ -221,6 +244,8 @@ struct Sse {
     text: String,
     /// The last `id:` seen (what a browser sends as `Last-Event-ID`).
     last_id: Option<String>,
+    /// Comment lines seen (`: keep-alive`), without the colon.
+    comments: Vec<String>,
 }
 
 impl Sse {
@@ -262,6 +287,7 @@ impl Sse {
             chunked,
             text: String::new(),
             last_id: last_id.map(str::to_string),
+            comments: Vec::new(),
         }
     }
 
@@ -290,7 +316,9 @@ impl Sse {
                 let mut event = "message".to_string();
                 let mut data = String::new();
                 for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id: ") {
+                    if let Some(v) = line.strip_prefix(':') {
+                        self.comments.push(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("id: ") {
                         id = Some(v.to_string());
                     } else if let Some(v) = line.strip_prefix("event: ") {
                         event = v.to_string();
@@ -749,15 +777,22 @@ fn shutdown_says_bye_to_every_stream_and_returns() {
     let server = Server::start(&c.spec.stream, HubConfig::default());
     let mut a = Sse::open(server.addr, "snapshot=0", None);
     let mut b = Sse::open(server.addr, "snapshot=0", None);
+    let mut ws = ws_connect(server.addr, "snapshot=0");
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     server.stop().unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
     for s in [&mut a, &mut b] {
-        let e = s.change(T).expect("bye");
+        let e = s
+            .change(T)
+            .unwrap_or_else(|| panic!("no bye; the stream ended with {:?}", s.text));
         assert_eq!(e.event, "bye");
         assert_eq!(e.data["reason"], json!("shutdown"));
     }
+    assert_eq!(
+        ws_next(&mut ws),
+        Some(json!({"type": "bye", "reason": "shutdown"}))
+    );
 }
 
 #[test]
@@ -770,6 +805,7 @@ fn no_redis_is_an_error_at_start() {
         hub: HubConfig::default(),
         cors: "*".into(),
         threads: None,
+        keepalive: Duration::from_secs(15),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -777,4 +813,199 @@ fn no_redis_is_an_error_at_start() {
         .unwrap();
     let e = rt.block_on(run(args, rx, None)).unwrap_err();
     assert!(e.contains("127.0.0.1:1"), "{e}");
+}
+
+/// A WebSocket client of `/api/ws?query`.
+fn ws_connect(addr: SocketAddr, query: &str) -> tungstenite::WebSocket<TcpStream> {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let (ws, resp) = tungstenite::client(format!("ws://{addr}/api/ws?{query}"), s).unwrap();
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// The next WebSocket message that is not `status` or `feeds`; None when nothing comes
+/// within the socket's read timeout.
+fn ws_next(ws: &mut tungstenite::WebSocket<TcpStream>) -> Option<Json> {
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) => {
+                let v: Json = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] != json!("status") && v["type"] != json!("feeds") {
+                    return Some(v);
+                }
+            }
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn a_filter_by_flow_gets_only_that_flows_changes_on_sse_and_websocket() {
+    let c = case("flows");
+    let other = c.other_flow();
+    let mut views = RedisSink::open(&c.spec).unwrap();
+    let mut clicks = RedisSink::open(&other).unwrap();
+    write(&mut views, &[row("a", 0, 1, 0), row("b", 0, 2, 0)]);
+    write(&mut clicks, &[row("a", 0, 10, 0)]);
+    let server = Server::start(&c.spec.stream, HubConfig::default());
+    // By the flow's name on SSE; by feed id and key on the WebSocket, whose snapshot
+    // (it is subscribed once it has it) holds only that feed's key.
+    let mut sse = Sse::open(server.addr, "feed=clicks&snapshot=0", None);
+    let mut ws = ws_connect(
+        server.addr,
+        &format!("feed={}&key={}", c.feed(), c.key("b")),
+    );
+    let snap = ws_next(&mut ws).expect("a snapshot");
+    assert_eq!(snap["type"], json!("snapshot"));
+    assert_eq!(
+        snap["windows"],
+        json!({c.feed(): {c.key("b"): [serde_json::from_str::<Json>(&row("b", 0, 2, 0)).unwrap()]}}),
+        "{snap}"
+    );
+    write(&mut clicks, &[row("a", 1000, 10, 0)]);
+    write(&mut views, &[row("b", 1000, 3, 0), row("a", 1000, 4, 0)]);
+    write(&mut clicks, &[row("b", 0, 20, 0)]);
+    for (v, user) in [(10, "a"), (20, "b")] {
+        let e = sse.change(T).expect("a change of flow clicks");
+        assert_eq!(e.event, "change", "{e:?}");
+        assert_eq!(
+            (
+                views_of(&e.data),
+                e.data["feed"].clone(),
+                e.data["key"].clone()
+            ),
+            (
+                v,
+                json!(other.feed.id()),
+                json!(format!("{}:clicks:{user}", c.prefix))
+            )
+        );
+    }
+    assert!(
+        sse.change(Duration::from_millis(300)).is_none(),
+        "nothing of flow views"
+    );
+    let m = ws_next(&mut ws).expect("a change of views, key b");
+    assert_eq!(
+        (m["type"].clone(), views_of(&m), m["key"].clone()),
+        (json!("change"), 3, json!(c.key("b")))
+    );
+    ws.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(ws_next(&mut ws).is_none(), "nothing of other keys or flows");
+    server.stop().unwrap();
+}
+
+fn views_of(change: &Json) -> u64 {
+    change["row"]["views"].as_u64().unwrap()
+}
+
+#[test]
+fn keep_alives_reach_idle_streams_and_move_a_filtered_clients_id() {
+    let c = case("keepalive");
+    let mut sink = RedisSink::open(&c.spec).unwrap();
+    let mut a = args(
+        &c.spec.stream,
+        HubConfig {
+            ring: 5,
+            ..HubConfig::default()
+        },
+    );
+    a.keepalive = Duration::from_millis(300);
+    let server = Server::start_with(a);
+    let q = format!("feed=views&key={}&snapshot=0", c.key("b"));
+    // An idle stream gets keep-alives.
+    let mut idle = Sse::open(server.addr, "snapshot=0", None);
+    assert!(idle.next(Duration::from_secs(1)).is_none());
+    assert!(
+        idle.comments.iter().any(|l| l == "keep-alive"),
+        "{:?}",
+        idle.comments
+    );
+    // A client that only wants key b: a's changes pass it by, yet its id moves with
+    // them, so a reconnect resumes from there, not from before them.
+    let mut sse = Sse::open(server.addr, &q, None);
+    write(&mut sink, &[row("a", 0, 0, 0)]);
+    let e = idle.change(T).unwrap();
+    assert_eq!(
+        (e.event.as_str(), &e.data["row"]["views"]),
+        ("change", &json!(0)),
+        "{e:?}"
+    );
+    let before = idle.last_id.clone().unwrap();
+    let rows: Vec<String> = (1..=40).map(|i| row("a", i * 1000, i as u64, 0)).collect();
+    write(&mut sink, &rows);
+    let mut r = redis();
+    let last = r
+        .cmd(&["XREVRANGE", &c.spec.stream, "+", "-", "COUNT", "1"])
+        .unwrap();
+    let last = last.as_array().unwrap()[0].as_array().unwrap()[0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + T;
+    while sse.last_id.as_deref() != Some(last.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "no keep-alive with id {last}: {:?} {:?}",
+            sse.last_id,
+            sse.comments
+        );
+        assert!(
+            sse.next(Duration::from_millis(400)).is_none(),
+            "nothing for key b"
+        );
+    }
+    drop(sse);
+    // Redis drops every change but the last (the hub's ring holds only the last 5).
+    r.cmd(&["XTRIM", &c.spec.stream, "MAXLEN", "1"]).unwrap();
+    write(&mut sink, &[row("b", 0, 7, 0)]);
+    let mut sse = Sse::open(server.addr, &q, Some(&last));
+    let e = sse.change(T).unwrap();
+    assert_eq!(
+        (e.event.as_str(), views(&e)),
+        ("change", 7),
+        "resumed where the keep-alive left it: {e:?}"
+    );
+    // From the id before a's changes, the same resume is past retention: a resync.
+    let mut old = Sse::open(server.addr, &q, Some(&before));
+    let e = old.change(T).unwrap();
+    assert_eq!(
+        (e.event.as_str(), e.data["resync"].clone()),
+        ("snapshot", json!("gone"))
+    );
+    assert_eq!(
+        e.data["windows"][c.feed()][c.key("b")][0]["views"],
+        json!(7)
+    );
+    server.stop().unwrap();
+}
+
+#[test]
+fn cors_preflight_allows_the_resume_header() {
+    let c = case("cors");
+    let server = Server::start(&c.spec.stream, HubConfig::default());
+    for path in ["/api/events?snapshot=0", "/api/windows?feed=x"] {
+        let (st, head, _) = request(
+            server.addr,
+            "OPTIONS",
+            path,
+            "Origin: https://example.test\r\nAccess-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: last-event-id\r\n",
+        );
+        let head = head.to_ascii_lowercase();
+        assert_eq!(st, 204, "{path}: {head}");
+        assert!(
+            head.contains("access-control-allow-origin: https://example.test"),
+            "{head}"
+        );
+        assert!(head.contains("access-control-allow-methods: get"), "{head}");
+        assert!(
+            head.contains("access-control-allow-headers: last-event-id"),
+            "{head}"
+        );
+    }
+    server.stop().unwrap();
 }

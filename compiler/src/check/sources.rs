@@ -129,6 +129,7 @@ impl Checker<'_> {
                         event_time,
                         max_out_of_orderness: s.max_out_of_orderness,
                         idle_timeout: s.idle_timeout,
+                        max_ahead: s.max_ahead,
                         default_dead_letter,
                     })
                 }
@@ -273,15 +274,22 @@ impl Checker<'_> {
                         .collect();
                 }
             }
-            if !dead_letter_declared {
+            // A generator's events are valid by construction: only `max_ahead` can
+            // refuse one, so a note about its dead letters would be noise.
+            let generated = matches!(plan.kind, SourceKind::Datagen(_)) && plan.max_ahead.is_none();
+            if !dead_letter_declared && !generated {
                 let target = match &plan.default_dead_letter {
                     SinkKind::Kafka { topic, .. } => format!("Kafka topic `{topic}`"),
                     SinkKind::File { path } => path.display().to_string(),
                     SinkKind::Stdout => "stdout".to_string(),
                     SinkKind::Redis(r) => format!("Redis key `{}`", r.key),
                 };
+                let created = match &plan.default_dead_letter {
+                    SinkKind::File { .. } => ", created at the first one",
+                    _ => "",
+                };
                 self.notes.push(format!(
-                    "invalid events from source `{}` go to {target} (no `dead_letter` is declared)",
+                    "invalid events from source `{}` go to {target}{created} (no `dead_letter` is declared)",
                     src.name
                 ));
             }

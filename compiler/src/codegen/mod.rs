@@ -319,6 +319,15 @@ impl<'p> Gen<'p> {
                 let op = op_ident(i);
                 quote!(&mut self.#op as &mut dyn #rt::state::GroupState)
             });
+        let unfired = plan
+            .flows
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.window.is_some() && matches!(f.input, Input::Source(_)))
+            .map(|(i, _)| {
+                let op = op_ident(i);
+                quote!((#i, self.#op.unfired_events()))
+            });
         let job_spec = self.job_spec_fn()?;
         let main = if with_main {
             quote! {
@@ -395,6 +404,10 @@ impl<'p> Gen<'p> {
 
                 fn state(&mut self) -> ::std::vec::Vec<&mut dyn #rt::state::GroupState> {
                     ::std::vec![#(#state_refs),*]
+                }
+
+                fn unfired_events(&self) -> ::std::vec::Vec<(usize, u64)> {
+                    ::std::vec![#(#unfired),*]
                 }
             }
 
@@ -698,6 +711,7 @@ impl<'p> Gen<'p> {
                     });
                 }
                 let et = format_ident!("f{}", src.event_time);
+                let max_ahead = opt(src.max_ahead.map(|t| quote!(#t)));
                 let payload = quote!(rec.payload);
                 let partition = quote!(rec.partition);
                 let flows = self.flows(&st.flows, &env, &payload, &partition)?;
@@ -710,6 +724,11 @@ impl<'p> Gen<'p> {
                         ctx: &mut #rt::Context,
                     ) -> ::std::option::Option<i64> {
                         #ops
+                        // serde would read an array into the struct by position.
+                        if !#rt::de::opens_object(rec.payload) {
+                            ctx.dead_letter(#i, rec, #rt::de::NOT_AN_OBJECT);
+                            return ::std::option::Option::None;
+                        }
                         let ev: #ev<'_> = match ::serde_json::from_slice(rec.payload) {
                             ::std::result::Result::Ok(ev) => ev,
                             ::std::result::Result::Err(e) => {
@@ -718,6 +737,9 @@ impl<'p> Gen<'p> {
                             }
                         };
                         let ts: i64 = ev.#et as i64;
+                        if !ctx.admit_event_time(#i, rec, ts, #max_ahead) {
+                            return ::std::option::Option::None;
+                        }
                         #(#binds)*
                         #flows
                         #s(ts)

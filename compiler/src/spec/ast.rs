@@ -61,6 +61,8 @@ pub struct SourceDecl {
     pub event_time: Option<Spanned<String>>,
     pub max_out_of_orderness: Millis,
     pub idle_timeout: Option<Millis>,
+    /// `watermark.max_ahead`: events further ahead of the wall clock are dead letters.
+    pub max_ahead: Option<Millis>,
 }
 
 #[derive(Clone, Debug)]

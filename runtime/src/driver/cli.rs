@@ -67,34 +67,112 @@ pub enum Command {
     Version,
 }
 
-/// The `--help` text of the job's binary.
+/// What the job's sources and sinks use, which decides the flags its `--help` lists.
+struct Uses {
+    kafka: bool,
+    redis: bool,
+    serve: bool,
+    checkpoints: bool,
+}
+
+impl Uses {
+    fn of(spec: &JobSpec) -> Self {
+        let sinks = || spec.sinks.iter().chain(&spec.dead_letters);
+        Uses {
+            kafka: spec
+                .sources
+                .iter()
+                .any(|s| matches!(s.kind, SourceKind::Kafka(_)))
+                || sinks().any(|s| matches!(s.kind, SinkKind::Kafka { .. })),
+            redis: sinks().any(|s| matches!(s.kind, SinkKind::Redis(_))),
+            serve: sinks().any(|s| matches!(s.kind, SinkKind::Serve(_))),
+            checkpoints: spec.checkpoint.is_some(),
+        }
+    }
+}
+
+/// The one-line usage printed after a command-line error: every flag the job takes.
+pub fn short_usage(spec: &JobSpec) -> String {
+    let uses = Uses::of(spec);
+    let mut s = format!(
+        "Usage: {} [--input SOURCE=PATH] [--output SINK=PATH] [--dead-letter SOURCE=PATH] [--metrics-addr ADDR]",
+        spec.name
+    );
+    if uses.kafka {
+        s.push_str(" [--brokers ADDRS] [--group-id SOURCE=ID] [--commit-interval MS] [--bounded]");
+    }
+    if uses.redis {
+        s.push_str(" [--redis URL]");
+    }
+    if uses.serve {
+        s.push_str(" [--serve ADDR]");
+    }
+    if uses.kafka || uses.checkpoints {
+        s.push_str(" [--instance-id ID]");
+    }
+    if uses.checkpoints {
+        s.push_str(
+            " [--checkpoint-storage URL] [--checkpoint-interval D] [--from-checkpoint [INSTANCE/]ID]",
+        );
+    }
+    s.push_str(&format!("; see {} --help", spec.name));
+    s
+}
+
+/// The `--help` text of the job's binary: the flags that apply to its sources and
+/// sinks (a job without Kafka lists no Kafka flags), its sources and sinks, and where
+/// each source's invalid records go by default.
 pub fn usage(spec: &JobSpec) -> String {
+    let uses = Uses::of(spec);
     let mut s = format!(
         "{name}: a streaming pipeline compiled by streamc\n\n\
          Usage: {name} [OPTIONS]\n\n\
          Options:\n\
          \x20 --input SOURCE=PATH        read source SOURCE from the JSON-lines file PATH (- = stdin)\n\
          \x20 --output SINK=PATH         write sink SINK to the JSON-lines file PATH (- = stdout)\n\
-         \x20 --dead-letter SOURCE=PATH  write invalid records of SOURCE to PATH (- = stdout)\n\
-         \x20 --metrics-addr ADDR        serve Prometheus metrics on http://ADDR/metrics (e.g. :9090)\n\
-         \x20 --brokers ADDRS            Kafka bootstrap servers, host:port[,host:port...]\n\
-         \x20                            (default: $STREAMC_BROKERS, else the spec's, else 127.0.0.1:9092)\n\
-         \x20 --group-id SOURCE=ID       consumer group of Kafka source SOURCE\n\
-         \x20 --commit-interval MS       commit Kafka offsets every MS milliseconds (also 5s, 1m; default 5s)\n\
-         \x20 --bounded                  read Kafka sources up to the end offsets they have at start,\n\
-         \x20                            then fire every window, commit and exit 0 (backfill, replay)\n\
-         \x20 --redis URL                Redis of the Redis sinks, redis://host:port[/db]\n\
-         \x20                            (default: $STREAMC_REDIS, else the spec's, else redis://127.0.0.1:6379)\n\
-         \x20 --serve ADDR               serve the dashboard page and API on http://ADDR/ (specs with `serve:`)\n\
-         \x20 --instance-id ID           this instance of the job (default: $STREAMC_INSTANCE_ID, else 0);\n\
-         \x20                            instances sharing a consumer group need distinct ids\n\
-         \x20 --checkpoint-storage URL   where checkpoints go (file:///dir or a directory; specs with `checkpoint:`)\n\
-         \x20 --checkpoint-interval D    checkpoint every D (250ms, 5s, 1m; specs with `checkpoint:`)\n\
-         \x20 --from-checkpoint [I/]ID   restore checkpoint ID (of instance I, default this one) and read from\n\
-         \x20                            its offsets, whatever the consumer group committed\n\
-         \x20 -h, --help                 print this help\n\
-         \x20 -V, --version              print the version\n",
+         \x20 --dead-letter SOURCE=PATH  write invalid records of SOURCE to PATH (- = stdout;\n\
+         \x20                            default: see Dead letters below)\n\
+         \x20 --metrics-addr ADDR        serve Prometheus metrics on http://ADDR/metrics (e.g. :9090)\n",
         name = spec.name
+    );
+    if uses.kafka {
+        s.push_str(
+            "\x20 --brokers ADDRS            Kafka bootstrap servers, host:port[,host:port...]\n\
+             \x20                            (default: $STREAMC_BROKERS, else the spec's, else 127.0.0.1:9092)\n\
+             \x20 --group-id SOURCE=ID       consumer group of Kafka source SOURCE\n\
+             \x20 --commit-interval MS       commit Kafka offsets every MS milliseconds (also 5s, 1m; default 5s)\n\
+             \x20 --bounded                  read Kafka sources up to the end offsets they have at start,\n\
+             \x20                            then fire every window, commit and exit 0 (backfill, replay)\n",
+        );
+    }
+    if uses.redis {
+        s.push_str(
+            "\x20 --redis URL                Redis of the Redis sinks, redis://host:port[/db]\n\
+             \x20                            (default: $STREAMC_REDIS, else the spec's, else redis://127.0.0.1:6379)\n",
+        );
+    }
+    if uses.serve {
+        s.push_str(
+            "\x20 --serve ADDR               serve the dashboard page and API on http://ADDR/\n",
+        );
+    }
+    if uses.kafka || uses.checkpoints {
+        s.push_str(
+            "\x20 --instance-id ID           this instance of the job (default: $STREAMC_INSTANCE_ID, else 0);\n\
+             \x20                            instances sharing a consumer group need distinct ids\n",
+        );
+    }
+    if uses.checkpoints {
+        s.push_str(
+            "\x20 --checkpoint-storage URL   where checkpoints go (file:///dir or a directory)\n\
+             \x20 --checkpoint-interval D    checkpoint every D (250ms, 5s, 1m)\n\
+             \x20 --from-checkpoint [I/]ID   restore checkpoint ID (of instance I, default this one) and read\n\
+             \x20                            from its offsets, whatever the consumer group committed\n",
+        );
+    }
+    s.push_str(
+        "\x20 -h, --help                 print this help\n\
+         \x20 -V, --version              print the version\n",
     );
     s.push_str("\nSources:\n");
     for src in &spec.sources {
@@ -105,11 +183,26 @@ pub fn usage(spec: &JobSpec) -> String {
         s.push_str(&format!("  {:<26} {}\n", sink.name, sink.kind));
     }
     s.push_str(
+        "\nDead letters (invalid records, kept byte-exact; a file is created at the first one):\n",
+    );
+    for src in &spec.sources {
+        let to = spec
+            .dead_letters
+            .get(src.dead_letter)
+            .map_or_else(|| "stdout".to_string(), |d| d.kind.to_string());
+        s.push_str(&format!("  {:<26} {to}\n", src.name));
+    }
+    s.push_str(if uses.kafka {
         "\nRuns until every source has ended (bounded sources) or SIGTERM/SIGINT, then flushes\n\
          the sinks (and commits Kafka offsets) and exits 0; exits 1 on errors, 2 on a bad\n\
          command line. Logs go to stderr; STREAMC_LOG sets the level (error, warn, info,\n\
-         debug, trace; per module: info,streamc_runtime=debug,librdkafka=warn).\n",
-    );
+         debug, trace; per module: info,streamc_runtime=debug,librdkafka=warn).\n"
+    } else {
+        "\nRuns until every source has ended (bounded sources) or SIGTERM/SIGINT, then flushes\n\
+         the sinks and exits 0; exits 1 on errors, 2 on a bad command line. Logs go to stderr;\n\
+         STREAMC_LOG sets the level (error, warn, info, debug, trace; per module:\n\
+         info,streamc_runtime=debug).\n"
+    });
     s
 }
 

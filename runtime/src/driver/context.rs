@@ -4,7 +4,7 @@
 use super::cli::Resolved;
 use super::{Error, JobSpec, Record, Stop};
 use crate::kafka::KafkaEnv;
-use crate::metrics::Metrics;
+use crate::metrics::{AHEAD_TOLERANCE_MS, Metrics};
 use crate::sink::{Sink, SinkError, SinkKind, SinkSpec};
 
 /// One opened sink, shared by every logical sink with the same kind.
@@ -38,6 +38,11 @@ pub struct Context {
     /// before the replay were purged before the commit: their partial rows never go
     /// out.)
     pub(super) replaying: bool,
+    /// The wall clock (epoch ms) when last read: event times at or below it plus the
+    /// tolerance need no clock read ([`Context::admit_event_time`]).
+    clock_ms: i64,
+    /// Per source: an event ahead of the wall clock has been logged.
+    warned_ahead: Vec<bool>,
 }
 
 impl Context {
@@ -51,18 +56,21 @@ impl Context {
         checkpointed: bool,
     ) -> Result<Self, Error> {
         let mut writers: Vec<(&SinkKind, Writer)> = Vec::new();
-        let mut get = |entry: &'a (String, SinkKind)| -> Result<usize, Error> {
+        // Dead-letter files are created at their first record (`dead`).
+        let mut get = |entry: &'a (String, SinkKind), dead: bool| -> Result<usize, Error> {
             let (label, kind) = entry;
             if let Some(i) = writers.iter().position(|(k, _)| *k == kind) {
                 return Ok(i);
             }
             let label = format!("{label} ({kind})");
-            let opened = if checkpointed {
-                crate::connectors::open_sink_kept(kind, env)
+            let open = if checkpointed {
+                crate::connectors::open_sink_kept
+            } else if dead {
+                crate::connectors::open_dead_letter_with
             } else {
-                crate::connectors::open_sink_with(kind, env)
+                crate::connectors::open_sink_with
             };
-            let sink = opened.map_err(|source| Error::Sink {
+            let sink = open(kind, env).map_err(|source| Error::Sink {
                 sink: label.clone(),
                 source,
             })?;
@@ -72,12 +80,12 @@ impl Context {
         let sink_writer = resolved
             .outputs
             .iter()
-            .map(&mut get)
+            .map(|e| get(e, false))
             .collect::<Result<_, _>>()?;
         let dead_letter_writer = resolved
             .dead_letters
             .iter()
-            .map(&mut get)
+            .map(|e| get(e, true))
             .collect::<Result<_, _>>()?;
         Ok(Context::from_writers(
             spec,
@@ -111,6 +119,8 @@ impl Context {
             error: None,
             dirty: false,
             replaying: false,
+            clock_ms: crate::metrics::now_ms(),
+            warned_ahead: vec![false; spec.sources.len()],
         }
     }
 
@@ -206,6 +216,7 @@ impl Context {
             return self.fail(e);
         }
         self.metrics.sinks[s].rows_out += 1;
+        self.metrics.sinks[s].late_out += 1;
         self.dirty = true;
     }
 
@@ -247,6 +258,82 @@ impl Context {
             return self.fail(e);
         }
         self.dirty = true;
+    }
+
+    /// Judges the event time `ts` of a record of source `src` against the wall clock
+    /// (called by the generated code before the event touches any state). An event more
+    /// than [`AHEAD_TOLERANCE_MS`] ahead is counted in `ahead_of_clock`, and the first
+    /// of each source is logged as a warning (it moves the watermark ahead, so later
+    /// events may all be too late). With `max_ahead` (the source's `watermark.max_ahead`,
+    /// ms) an event further ahead than that goes to the dead letters instead and this
+    /// returns false: the caller drops it, and it never moves the watermark.
+    ///
+    /// Costs a comparison per event: the clock is read again only for an event past the
+    /// last reading.
+    #[inline]
+    pub fn admit_event_time(
+        &mut self,
+        src: usize,
+        rec: &Record<'_>,
+        ts: i64,
+        max_ahead: Option<i64>,
+    ) -> bool {
+        if ts <= self.clock_ms.saturating_add(AHEAD_TOLERANCE_MS) {
+            return true;
+        }
+        self.ahead_of_clock(src, rec, ts, max_ahead)
+    }
+
+    #[cold]
+    fn ahead_of_clock(
+        &mut self,
+        src: usize,
+        rec: &Record<'_>,
+        ts: i64,
+        max_ahead: Option<i64>,
+    ) -> bool {
+        self.clock_ms = crate::metrics::now_ms();
+        let ahead = i128::from(ts) - i128::from(self.clock_ms);
+        if ahead <= i128::from(AHEAD_TOLERANCE_MS) {
+            return true;
+        }
+        self.metrics.sources[src].ahead_of_clock += 1;
+        let name = self.source_names[src];
+        let rejected = max_ahead.is_some_and(|max| ahead > i128::from(max));
+        if !self.warned_ahead[src] {
+            self.warned_ahead[src] = true;
+            let ahead = human_ms(ahead);
+            if rejected {
+                tracing::warn!(
+                    source = name,
+                    partition = rec.partition,
+                    offset = rec.offset,
+                    event_time = %event_time_text(ts),
+                    ahead = %ahead,
+                    "an event dated ahead of the wall clock by more than the source's watermark.max_ahead went to the dead letters (counted in streamc_source_ahead_of_clock_total; this is logged once)"
+                );
+            } else {
+                tracing::warn!(
+                    source = name,
+                    partition = rec.partition,
+                    offset = rec.offset,
+                    event_time = %event_time_text(ts),
+                    ahead = %ahead,
+                    "an event is dated ahead of the wall clock: it moves the watermark ahead with it, so the events after it may all be too late; the source's watermark.max_ahead sends such events to the dead letters (counted in streamc_source_ahead_of_clock_total; this is logged once)"
+                );
+            }
+        }
+        if rejected {
+            let error = format!(
+                "event time {} is {} ahead of the wall clock, more than the source's watermark.max_ahead ({})",
+                event_time_text(ts),
+                human_ms(ahead),
+                human_ms(i128::from(max_ahead.unwrap_or(0)))
+            );
+            self.dead_letter(src, rec, &error);
+            return false;
+        }
+        true
     }
 
     /// Hands the counters to the sinks that report progress (dashboards).
@@ -510,11 +597,63 @@ pub fn base64(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// An event time for messages: epoch millis and, when in range, RFC 3339.
+fn event_time_text(ts: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ts) {
+        Some(t) => format!(
+            "{ts} ({})",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+        None => ts.to_string(),
+    }
+}
+
+/// A span of milliseconds in the largest unit it reaches, to a tenth: `750 ms`,
+/// `12.5 s`, `3.0 min`, `1.9 h`, `2913913.6 days`; a whole number of that unit shows
+/// none (`1 h`).
+fn human_ms(ms: i128) -> String {
+    const UNITS: [(i128, &str); 4] = [
+        (86_400_000, "days"),
+        (3_600_000, "h"),
+        (60_000, "min"),
+        (1000, "s"),
+    ];
+    for (size, unit) in UNITS {
+        if ms >= size {
+            if ms % size == 0 {
+                return format!("{} {unit}", ms / size);
+            }
+            return format!("{:.1} {unit}", ms as f64 / size as f64);
+        }
+    }
+    format!("{ms} ms")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pipeline::KafkaMeta;
     use proptest::prelude::*;
+
+    #[test]
+    fn spans_read_in_the_largest_unit_they_reach() {
+        for (ms, text) in [
+            (750, "750 ms"),
+            (1000, "1 s"),
+            (12_500, "12.5 s"),
+            (3_600_000, "1 h"),
+            (7_140_000, "2.0 h"),
+            (5_400_000, "1.5 h"),
+            (86_400_000 * 3, "3 days"),
+        ] {
+            assert_eq!(human_ms(ms), text);
+        }
+        assert_eq!(
+            event_time_text(1_700_000_000_000),
+            "1700000000000 (2023-11-14T22:13:20.000Z)"
+        );
+        assert_eq!(event_time_text(i64::MAX), i64::MAX.to_string());
+    }
     use serde_json::Value;
 
     fn unbase64(s: &str) -> Vec<u8> {

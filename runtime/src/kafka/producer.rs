@@ -133,6 +133,47 @@ impl SharedProducer {
         self.producer.context().deliveries.failure(topic)
     }
 
+    /// Asks the brokers whether `topic` exists, so a sink on a missing topic fails at
+    /// start naming it (rather than after a delivery timeout, with a hint about
+    /// unreachable brokers).
+    pub(crate) fn check_topic(&self, topic: &str) -> Result<(), String> {
+        let md = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), TOPIC_CHECK_TIMEOUT)
+            .map_err(|e| {
+                format!(
+                    "cannot ask the Kafka brokers ({}) whether the topic exists (are they reachable?): {e}",
+                    self.brokers
+                )
+            })?;
+        let missing = || {
+            format!(
+                "Kafka topic `{topic}` does not exist on the brokers ({}); create it \
+                 (`scripts/kafka topics --create --topic {topic} --partitions N`) or fix the \
+                 topic name in the spec",
+                self.brokers
+            )
+        };
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+            return Err(missing());
+        };
+        match t.error().map(RDKafkaErrorCode::from) {
+            None => Ok(()),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                Err(missing())
+            }
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed) => Err(format!(
+                "not authorized to write to Kafka topic `{topic}` (brokers {})",
+                self.brokers
+            )),
+            Some(e) => Err(format!(
+                "the Kafka brokers ({}) answered for topic `{topic}`: {e}",
+                self.brokers
+            )),
+        }
+    }
+
     pub(crate) fn deliveries(&self) -> &Deliveries {
         &self.producer.context().deliveries
     }
@@ -368,6 +409,9 @@ pub(crate) struct KafkaSink {
     max_bytes: usize,
 }
 
+/// How long a sink waits at start for the brokers to say whether its topic exists.
+const TOPIC_CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Serve delivery reports every this many writes (besides the driver's flushes).
 const POLL_EVERY: u32 = 1024;
 
@@ -397,12 +441,14 @@ impl KafkaSink {
             tracing::info!(topic, brokers = %shared.brokers, "Kafka sink ready");
             Output::Plain(shared)
         };
-        Ok(KafkaSink {
+        let sink = KafkaSink {
             topic: topic.to_string(),
             output,
             writes: 0,
             max_bytes,
-        })
+        };
+        sink.shared().check_topic(topic).map_err(SinkError::msg)?;
+        Ok(sink)
     }
 
     fn shared(&self) -> &SharedProducer {

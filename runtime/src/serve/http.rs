@@ -25,6 +25,7 @@ use std::convert::Infallible;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -38,7 +39,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
 use super::hub::{
     Change, EventId, Filter, Frame, FrameKind, Hub, Outgoing, Resync, Start, sse_bytes,
@@ -79,6 +80,50 @@ pub(super) struct App {
     pub(super) hub: Arc<Hub>,
     pub(super) backfill: Option<Arc<dyn Backfill>>,
     pub(super) cfg: HttpConfig,
+    /// The SSE and WebSocket streams open: neither is a connection axum's graceful
+    /// shutdown waits for (SSE sockets never reach axum, upgraded ones leave it), so
+    /// [`serve`] waits for them itself, until each has said `bye`.
+    pub(super) streams: Streams,
+}
+
+/// A count of open streams that can be waited on to reach zero.
+#[derive(Default)]
+pub(super) struct Streams {
+    open: AtomicUsize,
+    closed: Notify,
+}
+
+/// One open stream, counted until dropped.
+pub(super) struct StreamGuard(Arc<App>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let s = &self.0.streams;
+        if s.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            s.closed.notify_waiters();
+        }
+    }
+}
+
+impl Streams {
+    /// Counts a stream of `app` open while the guard lives.
+    pub(super) fn open(app: &Arc<App>) -> StreamGuard {
+        app.streams.open.fetch_add(1, Ordering::AcqRel);
+        StreamGuard(Arc::clone(app))
+    }
+
+    /// Returns once no stream is open.
+    async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
 }
 
 /// The dashboard's routes and state, for [`serve`].
@@ -122,7 +167,12 @@ pub fn router(
             }
         });
     }
-    let app = Arc::new(App { hub, backfill, cfg });
+    let app = Arc::new(App {
+        hub,
+        backfill,
+        cfg,
+        streams: Streams::default(),
+    });
     let router = Router::new()
         .route(
             "/",
@@ -654,7 +704,13 @@ async fn ws(
         // Bounded: a client that stops reading is cut off once 4 MB wait for it (it
         // reconnects with its last id).
         .max_write_buffer_size(4 << 20)
-        .on_upgrade(move |socket| ws_client(socket, Client::new(app, filter, start, limit)))
+        .on_upgrade(move |socket| {
+            let open = Streams::open(&app);
+            async move {
+                ws_client(socket, Client::new(app, filter, start, limit)).await;
+                drop(open);
+            }
+        })
 }
 
 fn ws_text(o: &Outgoing) -> Message {
@@ -751,23 +807,35 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     let mut stop = shutdown.clone();
+    let app = Arc::clone(&dashboard.app);
     let listener = super::sse::SseListener::new(listener, dashboard.app);
     let server = axum::serve(listener, dashboard.router).with_graceful_shutdown(async move {
         let _ = stop.wait_for(|s| *s).await;
     });
     let server = server.into_future();
     tokio::pin!(server);
-    tokio::select! {
-        r = &mut server => return r,
-        _ = shutdown.wait_for(|s| *s) => {}
+    // Both may be ready at once (axum stops at the same signal): either way, once the
+    // signal is given, the streams are waited for too.
+    let ended = tokio::select! {
+        r = &mut server => Some(r),
+        _ = shutdown.wait_for(|s| *s) => None,
+    };
+    let ended = match ended {
+        // Axum stopped on its own (an error): nothing to wait for.
+        Some(r) if !*shutdown.borrow() => return r,
+        e => e,
+    };
+    // Axum's own connections, then the streams (each ends with its `bye`).
+    let deadline = tokio::time::Instant::now() + grace;
+    let served = match ended {
+        Some(r) => Ok(r),
+        None => tokio::time::timeout_at(deadline, server).await,
+    };
+    let streams = tokio::time::timeout_at(deadline, app.streams.all_closed()).await;
+    if served.is_err() || streams.is_err() {
+        tracing::info!(addr = ?addr, "dashboard: connections still open after the grace period; closing them");
     }
-    match tokio::time::timeout(grace, server).await {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::info!(addr = ?addr, "dashboard: connections still open after the grace period; closing them");
-            Ok(())
-        }
-    }
+    served.unwrap_or(Ok(()))
 }
 
 #[cfg(test)]

@@ -613,6 +613,8 @@ pub struct ServeArgs {
     pub cors: String,
     /// `--threads` (None: one per core).
     pub threads: Option<usize>,
+    /// `--keepalive`: how often idle streams get a keep-alive.
+    pub keepalive: Duration,
 }
 
 /// `streamc serve --help`.
@@ -629,6 +631,8 @@ Options:
   --ring N         recent changes kept in memory for resuming clients (default 20000)
   --buffer N       messages a client may fall behind before it must resync (default 4096)
   --cors ORIGIN    Access-Control-Allow-Origin (default *)
+  --keepalive SECS keep-alive period of idle streams (default 15; below a proxy's
+                   idle timeout)
   --threads N      worker threads (default: one per core)
   -h, --help       print this help
 
@@ -669,6 +673,7 @@ where
         },
         cors: "*".to_string(),
         threads: None,
+        keepalive: HttpConfig::default().keepalive,
     };
     let mut p = lexopt::Parser::from_args(args);
     let err = |e: lexopt::Error| e.to_string();
@@ -696,6 +701,9 @@ where
             Long("buffer") => a.hub.channel = number(&mut p, "buffer")?,
             Long("cors") => a.cors = string(&mut p, "cors")?,
             Long("threads") => a.threads = Some(number(&mut p, "threads")?),
+            Long("keepalive") => {
+                a.keepalive = Duration::from_secs(number(&mut p, "keepalive")? as u64)
+            }
             other => return Err(other.unexpected().to_string()),
         }
     }
@@ -746,6 +754,7 @@ pub async fn run(
     });
     let cfg = HttpConfig {
         cors_origin: args.cors.clone(),
+        keepalive: args.keepalive,
         source: format!("Redis {url} · {}", args.stream),
         ..HttpConfig::default()
     };

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::http::{App, BATCH, Client, Params, Step, sse_of, start_of};
+use super::http::{App, BATCH, Client, Params, Step, Streams, sse_of, start_of};
 use super::hub::Outgoing;
 
 /// Connections that are not SSE requests, handed to axum.
@@ -90,6 +90,7 @@ async fn classify(
         let _ = tx.send((s, addr)).await;
         return;
     }
+    let _open = Streams::open(&app);
     if let Err(e) = stream(s, app).await {
         tracing::trace!(error = %e, %addr, "SSE stream ended");
     }

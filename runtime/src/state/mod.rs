@@ -123,6 +123,13 @@ pub trait Operator {
         None
     }
 
+    /// Inputs held by the operator that have not reached a result yet (a window
+    /// operator: events in windows that have not fired), for the summary of a job
+    /// stopped by a signal; may scan the state. The default: none.
+    fn unfired_events(&self) -> u64 {
+        0
+    }
+
     /// Whether the operator holds no state at all (then it is not snapshotted).
     fn is_empty(&self) -> bool {
         true
@@ -299,6 +306,11 @@ impl<O: Operator> Groups<O> {
             (Alignment::Partition { .. }, Some(p)) => self.get(p).and_then(O::held_from),
             _ => self.groups.iter().flatten().filter_map(O::held_from).min(),
         }
+    }
+
+    /// [`Operator::unfired_events`] over every key group.
+    pub fn unfired_events(&self) -> u64 {
+        self.groups.iter().flatten().map(O::unfired_events).sum()
     }
 
     fn index_of(&self, group: KeyGroup) -> Option<usize> {

@@ -123,6 +123,9 @@ impl Assigner {
 pub(super) struct Win<A> {
     /// The revision of the next firing; 0 = never fired.
     next_rev: u32,
+    /// Events whose last window this is (for a sliding window, the one of largest
+    /// end; so each event is counted once): see `unfired_events`.
+    events: u64,
     acc: A,
 }
 
@@ -189,6 +192,17 @@ where
         self.slots.keys().map(|&(_, start)| start).min()
     }
 
+    /// Events held in windows that have not fired (`end > fired_to`), each counted
+    /// once; a scan over those windows (for the summary of a stopped job).
+    pub(super) fn unfired_events(&self) -> u64 {
+        let due = (Bound::Excluded((self.fired_to, i64::MAX)), Bound::Unbounded);
+        let mut n = 0;
+        for slot in self.slots.range(due).map(|(_, s)| s) {
+            slot.keys.for_each(|_, w| n += w.events);
+        }
+        n
+    }
+
     /// Each slot is one pending timer (its firing, then its purge).
     pub(super) fn pending_timers(&self) -> usize {
         self.slots.len()
@@ -213,6 +227,7 @@ where
         let mut s = first;
         while s <= last {
             let (start, end) = (clamp(s), clamp(s + size));
+            let is_last = s == last;
             s += step;
             let (hint, backend) = (self.size_hint, &self.backend);
             let slot = self.slots.entry((end, start)).or_insert_with(|| Slot {
@@ -221,11 +236,13 @@ where
             });
             let (w, new) = slot.keys.get_or_insert_with(key, || Win {
                 next_rev: 0,
+                events: 0,
                 acc: A::default(),
             });
             if new {
                 self.live += 1;
             }
+            w.events += u64::from(is_last);
             update(&mut w.acc);
             if end <= wm {
                 // Fired already (or due and new): fire at once with the next revision.

@@ -315,6 +315,16 @@ where
         }
     }
 
+    /// Events held in windows that have not fired yet, each event counted once (a
+    /// scan over the held windows: for the summary of a job stopped by a signal).
+    pub fn unfired_events(&self) -> u64 {
+        match &self.state {
+            State::Fixed(f) => f.unfired_events(),
+            State::Sliding(s) => s.unfired_events(),
+            State::Session(s) => s.unfired_events(),
+        }
+    }
+
     /// Number of pending timer entries (for tests: 0 once everything is purged).
     pub fn pending_timers(&self) -> usize {
         match &self.state {
@@ -387,6 +397,10 @@ where
 
     fn is_empty(&self) -> bool {
         self.live_windows() == 0
+    }
+
+    fn unfired_events(&self) -> u64 {
+        WindowOperator::unfired_events(self)
     }
 
     fn snapshot(&mut self, mode: Mode, out: &mut Encoder) -> Result<(), StateError> {

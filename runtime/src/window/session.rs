@@ -40,6 +40,8 @@ pub(super) struct Win<A> {
     /// Whether this session, with these bounds, has emitted (its last emission had
     /// revision `next_rev - 1`).
     fired: bool,
+    /// Events in this session, those of the sessions it absorbed included.
+    events: u64,
     acc: A,
 }
 
@@ -285,6 +287,21 @@ where
         self.live
     }
 
+    /// Events in sessions that have not fired with their current bounds; a scan over
+    /// every key.
+    pub(super) fn unfired_events(&self) -> u64 {
+        let mut n = 0;
+        self.keys.for_each(|_, ks| {
+            n += ks
+                .wins
+                .iter()
+                .filter(|w| !w.fired)
+                .map(|w| w.events)
+                .sum::<u64>();
+        });
+        n
+    }
+
     pub(super) fn pending_timers(&self) -> usize {
         self.timers.len()
     }
@@ -321,6 +338,7 @@ where
         if j == i + 1 && ks.wins[i].start <= start && end <= ks.wins[i].end {
             // Inside one session: update in place; re-fire at once if it has fired.
             let w = &mut ks.wins[i];
+            w.events += 1;
             update(&mut w.acc);
             if w.end <= wm {
                 w.fire(key.clone(), emit);
@@ -341,6 +359,7 @@ where
         // none: along a chain of merges a revision never goes backwards.
         let mut acc: Option<A> = None;
         let mut next_rev = 0u32;
+        let mut events = 1u64;
         // The common merge is an event extending one session's end: its start stays
         // (or stays in its bucket), and so do the counts.
         let same_bucket = j == i + 1 && StartIndex::same(ks.wins[i].start, cstart);
@@ -362,6 +381,7 @@ where
                 });
             }
             next_rev = next_rev.max(w.next_rev);
+            events += w.events;
             match &mut acc {
                 Some(a) => a.merge(w.acc),
                 None => acc = Some(w.acc),
@@ -375,6 +395,7 @@ where
             end: cend,
             next_rev,
             fired: false,
+            events,
             acc,
         };
         if cend <= wm {

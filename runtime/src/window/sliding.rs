@@ -23,6 +23,8 @@ pub(super) struct KeyWin<A> {
     start: i64,
     /// The revision of the next firing; 0 = never fired.
     next_rev: u32,
+    /// Events whose window of largest end this is (each event counted once).
+    events: u64,
     acc: A,
 }
 
@@ -92,6 +94,22 @@ where
         self.timers.len()
     }
 
+    /// Events held in windows that have not fired (`end > fired_to`), each counted
+    /// once (in its window of largest end, which fires last); a scan over every key.
+    pub(super) fn unfired_events(&self) -> u64 {
+        let size = self.assigner.size();
+        let fired_to = self.fired_to;
+        let mut n = 0;
+        self.keys.for_each(|_, wins| {
+            for w in wins {
+                if w.start.saturating_add(size) > fired_to {
+                    n += w.events;
+                }
+            }
+        });
+        n
+    }
+
     pub(super) fn process(
         &mut self,
         wm: i64,
@@ -115,6 +133,7 @@ where
         let mut s = first;
         while s <= last {
             let (start, end) = (clamp(s), clamp(s + size));
+            let is_last = s == last;
             s += step;
             let i = match wins.binary_search_by_key(&start, |w| w.start) {
                 Ok(i) => i,
@@ -124,6 +143,7 @@ where
                         KeyWin {
                             start,
                             next_rev: 0,
+                            events: 0,
                             acc: A::default(),
                         },
                     );
@@ -136,6 +156,7 @@ where
                 }
             };
             let w = &mut wins[i];
+            w.events += u64::from(is_last);
             update(&mut w.acc);
             if end <= wm {
                 // Fired already (or due and new): fire at once with the next revision.

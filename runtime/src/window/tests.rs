@@ -651,3 +651,49 @@ fn oldest_held_start_agrees_with_a_scan() {
         }
     }
 }
+
+#[test]
+fn unfired_events_count_each_event_once_until_its_window_fires() {
+    // Tumbling: events wait in [0, 10) and [10, 20); a firing takes them out, and a
+    // late update of a fired window is not unfired (it fired again at once).
+    let mut o = tumbling(10, 0, 10);
+    for (k, ts) in [(1, 1), (2, 2), (1, 12)] {
+        ev(&mut o, k, ts);
+    }
+    assert_eq!(o.unfired_events(), 3);
+    adv(&mut o, 10);
+    assert_eq!(o.unfired_events(), 1);
+    assert_eq!(ev(&mut o, 1, 5).1.len(), 1);
+    assert_eq!(o.unfired_events(), 1);
+    adv(&mut o, i64::MAX);
+    assert_eq!(o.unfired_events(), 0);
+
+    // Sliding (size 10, slide 5): an event in two windows counts once, until the last
+    // of its windows fires.
+    let mut o = op(WindowKind::Sliding { size: 10, slide: 5 }, 0);
+    ev(&mut o, 1, 7); // [0, 10) and [5, 15)
+    ev(&mut o, 1, 3); // [-5, 5) and [0, 10)
+    assert_eq!(o.unfired_events(), 2);
+    adv(&mut o, 5); // [-5, 5) fired: the event at 3 is still in [0, 10)
+    assert_eq!(o.unfired_events(), 2);
+    adv(&mut o, 10);
+    assert_eq!(o.unfired_events(), 1);
+    adv(&mut o, 15);
+    assert_eq!(o.unfired_events(), 0);
+
+    // Sessions: a merge carries the events of the sessions it absorbs; a fired
+    // session's events are out.
+    let mut o = session(10, 100);
+    ev(&mut o, 1, 0);
+    ev(&mut o, 1, 30);
+    ev(&mut o, 2, 0);
+    assert_eq!(o.unfired_events(), 3);
+    adv(&mut o, 10); // [0, 10) of keys 1 and 2 fire
+    assert_eq!(o.unfired_events(), 1);
+    ev(&mut o, 1, 10); // [10, 20) absorbs the fired [0, 10): [0, 20) has not fired
+    assert_eq!(o.unfired_events(), 3);
+    ev(&mut o, 1, 20); // [20, 30) joins [0, 20) and [30, 40)
+    assert_eq!(o.unfired_events(), 4);
+    adv(&mut o, 40);
+    assert_eq!(o.unfired_events(), 0);
+}

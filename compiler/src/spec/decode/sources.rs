@@ -25,6 +25,7 @@ impl Decoder<'_> {
             event_time: None,
             max_out_of_orderness: 0,
             idle_timeout: None,
+            max_ahead: None,
         };
         let Some(mut keys) = self.keys(
             &entry.value,
@@ -75,7 +76,7 @@ impl Decoder<'_> {
                 &e.value,
                 "watermark",
                 e.key.span,
-                &["max_out_of_orderness", "idle_timeout"],
+                &["max_out_of_orderness", "idle_timeout", "max_ahead"],
                 true,
             )
         {
@@ -94,6 +95,22 @@ impl Decoder<'_> {
                     );
                 } else {
                     decl.idle_timeout = Some(ms);
+                }
+            }
+            if let Some(e) = wk.get("max_ahead")
+                && let Some(ms) = self.duration(e, "max_ahead", false)
+            {
+                if ms == 0 {
+                    self.error(
+                        Diagnostic::error("max_ahead must be positive")
+                            .label(e.value.span, "zero")
+                            .help(
+                                "it is how far ahead of the wall clock an event's time may be \
+                                 (for example `1h`); leave it out to accept any event time",
+                            ),
+                    );
+                } else {
+                    decl.max_ahead = Some(ms);
                 }
             }
             self.finish(wk);

@@ -123,6 +123,14 @@ function onChange(msg) {
   const prev = applyRow(msg.key, msg.row, msg.op);
   addChange({ key: msg.key, row: msg.row, op: msg.op, prev: prev && prev.row });
   markAll();
+  refreshKeysSoon();
+}
+
+// The top keys follow changes within half a second (and every 3 s regardless).
+let keysSoon = null;
+function refreshKeysSoon() {
+  if (keysSoon) return;
+  keysSoon = setTimeout(() => { keysSoon = null; refreshKeys(); }, 500);
 }
 
 function setFeeds(list) {
