@@ -115,6 +115,8 @@ pub enum SourceKind {
         properties: Vec<(String, String)>,
         /// Schema fields the topic's producers partition by (empty: not declared).
         partitioned_by: Vec<String>,
+        /// Join the group with `group.instance.id = <group id>-<instance id>`.
+        static_membership: bool,
     },
     /// JSON lines, bounded. Absolute path.
     File {
@@ -194,7 +196,11 @@ pub struct RedisPlan {
 #[derive(Clone, Debug)]
 pub struct CheckpointPlan {
     pub interval: Millis,
+    /// `file:///abs/dir` (or `s3://`, refused until issue 12).
     pub storage: String,
+    pub exactly_once: bool,
+    /// Complete checkpoints kept per instance; None: the runtime's default.
+    pub retain: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

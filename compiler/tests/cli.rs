@@ -58,7 +58,7 @@ fn build_of_an_unsupported_connector_is_a_clear_error_not_rustc_output() {
     assert_eq!(code, 1);
     // `streamc check`'s located errors, before anything is generated.
     assert!(
-        err.contains("checkpoints are not in this version of streamc yet"),
+        err.contains("the RocksDB state backend is not in this version of streamc yet"),
         "{err}"
     );
     assert!(err.contains("pipelines/page_views.yaml:"), "{err}");

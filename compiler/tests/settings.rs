@@ -236,6 +236,34 @@ const VARIATIONS: &[Variation] = &[
         )],
     ),
     (
+        "checkpoint.interval",
+        KAFKA_CK,
+        &[("interval: 10s", "interval: 20s")],
+    ),
+    (
+        "checkpoint.storage",
+        KAFKA_CK,
+        &[("storage: /tmp/ck", "storage: /tmp/ck2")],
+    ),
+    (
+        "checkpoint.mode",
+        KAFKA_CK,
+        &[("storage: /tmp/ck", "storage: /tmp/ck, mode: at_least_once")],
+    ),
+    (
+        "checkpoint.retain",
+        KAFKA_CK,
+        &[("storage: /tmp/ck", "storage: /tmp/ck, retain: 5")],
+    ),
+    (
+        "kafka.static_membership",
+        KAFKA,
+        &[(
+            "start: earliest",
+            "start: earliest\n      static_membership: true",
+        )],
+    ),
+    (
         "checkpoint.s3",
         KAFKA,
         &[(
@@ -383,11 +411,12 @@ fn coverage(plan: &Plan) -> Vec<&'static str> {
     {
         match kind {
             SourceKind::Kafka {
-                topic: _,          // "kafka.topic"
-                group_id: _,       // "kafka.group_id"
-                start: _,          // "kafka.start"
-                properties: _,     // "kafka.properties"
-                partitioned_by: _, // "kafka.partitioned_by" (aligns `per_user`)
+                topic: _,             // "kafka.topic"
+                group_id: _,          // "kafka.group_id"
+                start: _,             // "kafka.start"
+                properties: _,        // "kafka.properties"
+                partitioned_by: _,    // "kafka.partitioned_by" (aligns `per_user`)
+                static_membership: _, // "kafka.static_membership"
             } => {}
             SourceKind::File { path: _ } => {} // "file.path"
             SourceKind::Datagen(DatagenPlan {
@@ -455,8 +484,10 @@ fn coverage(plan: &Plan) -> Vec<&'static str> {
         }
     }
     if let Some(CheckpointPlan {
-        interval: _, // "checkpoint"
-        storage: _,  // "checkpoint", "checkpoint.s3"
+        interval: _,     // "checkpoint", "checkpoint.interval"
+        storage: _,      // "checkpoint", "checkpoint.storage", "checkpoint.s3"
+        exactly_once: _, // "checkpoint.mode"
+        retain: _,       // "checkpoint.retain"
     }) = checkpoint
     {}
     match state {
@@ -474,6 +505,18 @@ fn coverage(plan: &Plan) -> Vec<&'static str> {
 /// The files `streamc build` would compile for `text`, or the check errors. The spec's
 /// path is the same for every call (it names the binary and resolves relative paths);
 /// it is never read.
+/// A marker base: the Kafka base with a `checkpoint:` block ([`kafka_ck`]), for the
+/// variations of the block's own settings.
+const KAFKA_CK: &str = "<the Kafka base with checkpoint: {interval: 10s, storage: /tmp/ck}>";
+
+fn kafka_ck() -> String {
+    KAFKA.replacen(
+        "dead_letter:",
+        "checkpoint: {interval: 10s, storage: /tmp/ck}\ndead_letter:",
+        1,
+    )
+}
+
 fn crate_of(text: &str) -> Result<String, String> {
     let spec = std::path::Path::new("/streamc-settings-test/job.yaml");
     let checked =
@@ -492,8 +535,15 @@ fn every_setting_changes_the_build_or_is_rejected() {
     let base_kafka = crate_of(KAFKA).expect("the Kafka base spec checks");
     let base_embedded = crate_of(EMBEDDED).expect("the embedded base spec checks");
     let base_redis = crate_of(REDIS).expect("the Redis base spec checks");
+    let kafka_ck = kafka_ck();
+    let base_kafka_ck = crate_of(&kafka_ck).expect("the Kafka base spec with checkpoints checks");
     let mut failures = Vec::new();
     for &(what, base, edits) in VARIATIONS {
+        let base = if base == KAFKA_CK {
+            kafka_ck.as_str()
+        } else {
+            base
+        };
         let mut edited = base.to_string();
         for (from, to) in edits {
             assert!(
@@ -504,6 +554,8 @@ fn every_setting_changes_the_build_or_is_rejected() {
         }
         let base_crate = if base == KAFKA {
             &base_kafka
+        } else if base == kafka_ck {
+            &base_kafka_ck
         } else if base == REDIS {
             &base_redis
         } else {

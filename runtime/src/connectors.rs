@@ -35,6 +35,17 @@ pub fn open_sink_with(kind: &SinkKind, env: &KafkaEnv) -> Result<Box<dyn Sink>, 
     })
 }
 
+/// [`open_sink_with`] for a checkpointed job: a file sink keeps what the file holds
+/// (the restore truncates it to the checkpoint's position) instead of truncating it.
+pub fn open_sink_kept(kind: &SinkKind, env: &KafkaEnv) -> Result<Box<dyn Sink>, SinkError> {
+    match kind {
+        SinkKind::File { path } => Ok(Box::new(FileSink::open_keep(path)?)),
+        SinkKind::Stdout | SinkKind::Kafka { .. } | SinkKind::Redis(_) | SinkKind::Serve(_) => {
+            open_sink_with(kind, env)
+        }
+    }
+}
+
 /// Opens the dead-letter output of kind `kind`: as [`open_sink_with`], except that a
 /// file is created only when the first invalid record arrives
 /// ([`FileSink::on_first_write`]).

@@ -86,6 +86,9 @@ pub struct SourceMetrics {
     pub records_in: u64,
     /// Records sent to the dead-letter output.
     pub invalid: u64,
+    /// Invalid records read again after a restart (at-least-once, no checkpoints) whose
+    /// dead letters were written before: not written again.
+    pub replayed_invalid: u64,
     /// Events whose event time was more than [`AHEAD_TOLERANCE_MS`] ahead of the wall
     /// clock when they arrived (counted whether they were processed or, past the
     /// source's `max_ahead`, sent to the dead letters).
@@ -106,6 +109,32 @@ pub struct FlowMetrics {
     pub name: &'static str,
     /// Too-late events, whether written to the flow's late sink or dropped.
     pub late: u64,
+    /// Too-late events read again after a restart (at-least-once, no checkpoints)
+    /// that were accounted for before (sent to the late sink then): not again.
+    pub replayed_late: u64,
+}
+
+/// Checkpoints and transactions of the job (all zero without `checkpoint:`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointMetrics {
+    /// Checkpoints completed (durable, and committed with the offsets).
+    pub completed: u64,
+    /// Checkpoints that failed (the job went on, or stopped with the error).
+    pub failed: u64,
+    /// The duration of the last completed one, snapshot to commit, in milliseconds.
+    pub last_duration_ms: u64,
+    /// Bytes of state the last one references (what a restore reads).
+    pub last_size_bytes: u64,
+    /// Bytes the last one wrote (its incremental size).
+    pub last_written_bytes: u64,
+    /// When the last one completed, epoch milliseconds (0: none yet).
+    pub last_completed_ms: i64,
+    /// Kafka transactions committed (exactly once).
+    pub transactions_committed: u64,
+    /// Kafka transactions aborted (rebalances, failures).
+    pub transactions_aborted: u64,
+    /// Restores from a checkpoint (at start, after rebalances and rollbacks).
+    pub restores: u64,
 }
 
 /// Counters of one output sink.
@@ -128,6 +157,8 @@ pub struct Metrics {
     pub flows: Vec<FlowMetrics>,
     /// Per output sink, as in `JobSpec::sinks`.
     pub sinks: Vec<SinkMetrics>,
+    /// Checkpoints and transactions.
+    pub checkpoints: CheckpointMetrics,
 }
 
 impl Metrics {
@@ -144,6 +175,7 @@ impl Metrics {
                     name,
                     records_in: 0,
                     invalid: 0,
+                    replayed_invalid: 0,
                     ahead_of_clock: 0,
                     watermark: WATERMARK_MIN,
                     partitions: Vec::new(),
@@ -152,7 +184,11 @@ impl Metrics {
                 .collect(),
             flows: flows
                 .into_iter()
-                .map(|name| FlowMetrics { name, late: 0 })
+                .map(|name| FlowMetrics {
+                    name,
+                    late: 0,
+                    replayed_late: 0,
+                })
                 .collect(),
             sinks: sinks
                 .into_iter()
@@ -162,6 +198,7 @@ impl Metrics {
                     late_out: 0,
                 })
                 .collect(),
+            checkpoints: CheckpointMetrics::default(),
         }
     }
 
@@ -275,6 +312,81 @@ impl Metrics {
             "sink",
             &mut self.sinks.iter().map(|s| (s.name, c(s.late_out))),
         );
+        family(
+            "streamc_source_replayed_invalid_total",
+            "counter",
+            "Invalid records read again after a restart whose dead letters were already written (not written again).",
+            "source",
+            &mut self.sources.iter().map(|s| (s.name, c(s.replayed_invalid))),
+        );
+        family(
+            "streamc_flow_replayed_late_total",
+            "counter",
+            "Too-late events read again after a restart that were already accounted for (not sent again).",
+            "flow",
+            &mut self.flows.iter().map(|f| (f.name, c(f.replayed_late))),
+        );
+        let k = &self.checkpoints;
+        for (name, kind, help, v) in [
+            (
+                "streamc_checkpoints_completed_total",
+                "counter",
+                "Checkpoints completed (durable and committed).",
+                c(k.completed),
+            ),
+            (
+                "streamc_checkpoints_failed_total",
+                "counter",
+                "Checkpoints that failed.",
+                c(k.failed),
+            ),
+            (
+                "streamc_checkpoint_duration_milliseconds",
+                "gauge",
+                "Duration of the last completed checkpoint, snapshot to commit.",
+                c(k.last_duration_ms),
+            ),
+            (
+                "streamc_checkpoint_size_bytes",
+                "gauge",
+                "Bytes of state the last completed checkpoint references.",
+                c(k.last_size_bytes),
+            ),
+            (
+                "streamc_checkpoint_written_bytes",
+                "gauge",
+                "Bytes the last completed checkpoint wrote (incremental size).",
+                c(k.last_written_bytes),
+            ),
+            (
+                "streamc_checkpoint_last_completed_milliseconds",
+                "gauge",
+                "When the last checkpoint completed, epoch milliseconds (0: none yet); its age is now minus this.",
+                k.last_completed_ms,
+            ),
+            (
+                "streamc_transactions_committed_total",
+                "counter",
+                "Kafka transactions committed (exactly once).",
+                c(k.transactions_committed),
+            ),
+            (
+                "streamc_transactions_aborted_total",
+                "counter",
+                "Kafka transactions aborted.",
+                c(k.transactions_aborted),
+            ),
+            (
+                "streamc_restores_total",
+                "counter",
+                "Restores from a checkpoint.",
+                c(k.restores),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name}{{job=\"{job}\"}} {v}");
+        }
     }
 }
 

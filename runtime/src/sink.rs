@@ -109,6 +109,19 @@ pub trait Sink {
     fn max_record_bytes(&self) -> Option<usize> {
         None
     }
+    /// Checkpoints: makes everything written so far durable and returns the sink's
+    /// position (a file's length), which a restore truncates back to
+    /// ([`Sink::truncate`]): the file's rows then match the restored state exactly.
+    /// None: the sink has no position (Kafka: its transactions; stdout: at-least-once).
+    fn durable_position(&mut self) -> Result<Option<u64>, SinkError> {
+        Ok(None)
+    }
+    /// A restore: drops what was written after `position` (of
+    /// [`Sink::durable_position`]). Sinks without a position ignore it.
+    fn truncate(&mut self, position: u64) -> Result<(), SinkError> {
+        let _ = position;
+        Ok(())
+    }
     /// Whether [`Sink::write`] wants the key (false for line-oriented sinks).
     fn uses_key(&self) -> bool {
         false
@@ -172,7 +185,8 @@ impl Sink for StdoutSink {
     }
 }
 
-/// JSON lines in a file, truncated at start; parent directories are created.
+/// JSON lines in a file, truncated at start (kept, for a restore to truncate, in a
+/// checkpointed job: [`FileSink::open_keep`]); parent directories are created.
 pub struct FileSink {
     path: PathBuf,
     out: Option<BufWriter<File>>,
@@ -212,6 +226,25 @@ impl FileSink {
         })
     }
 
+    /// Opens the file at `path` for appending, keeping what it holds (a checkpointed
+    /// job: the restore truncates it to the checkpoint's position, or, with no
+    /// checkpoint to restore, to nothing).
+    pub fn open_keep(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(FileSink {
+            path: path.to_owned(),
+            out: Some(BufWriter::with_capacity(BUFFER, file)),
+            pending: false,
+        })
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -242,6 +275,37 @@ impl Sink for FileSink {
             return Ok(());
         }
         Ok(self.out()?.flush()?)
+    }
+
+    fn durable_position(&mut self) -> Result<Option<u64>, SinkError> {
+        if self.pending {
+            return Ok(Some(0));
+        }
+        let out = self.out()?;
+        out.flush()?;
+        let file = out.get_ref();
+        file.sync_data()?;
+        Ok(Some(file.metadata()?.len()))
+    }
+
+    fn truncate(&mut self, position: u64) -> Result<(), SinkError> {
+        if self.pending {
+            return Ok(());
+        }
+        let out = self.out()?;
+        out.flush()?;
+        let file = out.get_ref();
+        let len = file.metadata()?.len();
+        if position > len {
+            return Err(SinkError::Io(io::Error::other(format!(
+                "{} has {len} bytes, fewer than the checkpoint's position {position}: it was changed since",
+                self.path.display()
+            ))));
+        }
+        // Appends go to the end, wherever that is now.
+        file.set_len(position)?;
+        file.sync_data()?;
+        Ok(())
     }
 
     fn close(&mut self) -> Result<(), SinkError> {

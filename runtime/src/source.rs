@@ -112,6 +112,10 @@ pub struct KafkaSourceSpec {
     /// runtime's defaults (not its offset management: `enable.auto.commit=true` and
     /// `enable.partition.eof=false` are refused).
     pub properties: Vec<(String, String)>,
+    /// Static membership: the consumer joins with `group.instance.id =
+    /// <group id>-<instance id>`, so a restarted instance gets its partitions back at
+    /// once (no rebalance while it is away, up to `session.timeout.ms`).
+    pub static_membership: bool,
 }
 
 /// What a source reads.
@@ -462,6 +466,12 @@ pub struct Processed {
     pub next: u64,
     /// Largest event time of its records (`i64::MIN`: none).
     pub max_event_time: i64,
+    /// The partition's watermark after the batch (`WATERMARK_MIN`: none yet).
+    pub watermark: i64,
+    /// The partition's watermark before the run's first record: without checkpoints a
+    /// Kafka source commits, with an offset, the watermark its record was judged
+    /// against, so a restart replays from there exactly.
+    pub watermark_before: i64,
 }
 
 /// Per-partition figures of a source for metrics (Kafka).
@@ -534,6 +544,25 @@ pub trait Source {
     /// offsets with metadata, group metadata, seeks). None: not a Kafka source.
     fn kafka(&mut self) -> Option<&mut dyn crate::kafka::ConsumerControl> {
         None
+    }
+
+    /// Per partition, the position of the next record to read (a checkpoint's source
+    /// positions). Kafka: one past the last record reported processed, per assigned
+    /// partition. Default: none.
+    fn positions(&self) -> Vec<(u32, u64)> {
+        Vec::new()
+    }
+
+    /// Moves to `positions` (partition, next record) before anything is read: a restore
+    /// from a checkpoint of a source that is not Kafka (Kafka seeks through
+    /// [`Source::kafka`]). Default: refused.
+    fn restore_positions(&mut self, positions: &[(u32, u64)]) -> Result<(), SourceError> {
+        match positions {
+            [] => Ok(()),
+            _ => Err(SourceError::msg(
+                "this source cannot resume from a checkpoint position",
+            )),
+        }
     }
 }
 
@@ -744,6 +773,37 @@ impl Source for FileSource {
         } else {
             Poll::More
         })
+    }
+
+    fn positions(&self) -> Vec<(u32, u64)> {
+        vec![(0, self.line)]
+    }
+
+    /// Skips the first `line` lines (a restore: they were read before the checkpoint).
+    fn restore_positions(&mut self, positions: &[(u32, u64)]) -> Result<(), SourceError> {
+        let Some(&(_, line)) = positions.iter().find(|(p, _)| *p == 0) else {
+            return Ok(());
+        };
+        let mut batch = Batch::new();
+        while self.line < line && !self.done {
+            batch.clear();
+            let want = usize::try_from(line - self.line).unwrap_or(usize::MAX);
+            let limits = PollLimits {
+                max_records: want.min(4096),
+                ..PollLimits::default()
+            };
+            if let Poll::Pending { .. } = self.poll(&mut batch, limits)? {
+                // Standard input: wait for more of it.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if self.line < line {
+            return Err(SourceError::msg(format!(
+                "{} has {} lines, fewer than the checkpoint's position {line}: is it the same input?",
+                self.path, self.line
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -988,6 +1048,30 @@ impl Source for DatagenSource {
                 .unwrap_or_else(|never| match never {});
             self.next += 1;
         }
+    }
+
+    fn positions(&self) -> Vec<(u32, u64)> {
+        vec![(0, self.next)]
+    }
+
+    /// Generates and drops the first `next` events (the sequence is the seed's), and
+    /// paces the rest from now.
+    fn restore_positions(&mut self, positions: &[(u32, u64)]) -> Result<(), SourceError> {
+        let Some(&(_, next)) = positions.iter().find(|(p, _)| *p == 0) else {
+            return Ok(());
+        };
+        let mut scratch = Vec::new();
+        while self.next < next {
+            scratch.clear();
+            self.write_event(self.next, &mut scratch);
+            self.next += 1;
+        }
+        if self.spec.rate > 0 {
+            let nanos = u128::from(next) * 1_000_000_000 / u128::from(self.spec.rate);
+            let ahead = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+            self.started = Instant::now().checked_sub(ahead).unwrap_or(self.started);
+        }
+        Ok(())
     }
 }
 

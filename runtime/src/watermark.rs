@@ -245,6 +245,40 @@ impl WatermarkTracker {
         self.advance()
     }
 
+    /// A restore (checkpoint, committed offsets' metadata, rollback): partition `p` is
+    /// assigned with watermark `wm` and idleness `idle`, as they were when its state was
+    /// saved, even if that is below its watermark now (a rollback goes back in time).
+    /// Call [`WatermarkTracker::restore_task`] after the partitions.
+    pub fn restore_partition(&mut self, p: u32, wm: i64, idle: bool, now: Instant) {
+        self.assign_partition(p, now);
+        let part = self.partition_mut(p);
+        part.wm = wm;
+        part.idle = idle;
+        part.finished = false;
+        part.last_activity = now;
+    }
+
+    /// A restore: the task watermark is `wm` (a checkpoint's), or, with None, the
+    /// minimum over the active partitions now (which may be below the current one: a
+    /// rollback). Returns the task watermark.
+    pub fn restore_task(&mut self, wm: Option<i64>) -> i64 {
+        match wm {
+            Some(wm) => self.current = wm,
+            None => {
+                let min = self
+                    .partitions
+                    .iter()
+                    .filter(|p| p.active())
+                    .map(|p| p.wm)
+                    .min();
+                if let Some(m) = min {
+                    self.current = m;
+                }
+            }
+        }
+        self.current
+    }
+
     /// Partition `p` reached its end (bounded): from now on it is at `WATERMARK_MAX`.
     /// Returns the new task watermark if it advanced.
     pub fn finish_partition(&mut self, p: u32) -> Option<i64> {

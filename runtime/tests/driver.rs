@@ -222,6 +222,7 @@ fn file_to_file_sinks_dead_letters_and_late_events() {
         sinks: vec![file_sink("out", &out), file_sink("late", &late)],
         dead_letters: vec![file_sink("dlq", &dlq)],
         flows: vec!["flow"],
+        checkpoint: None,
     };
     let mut p = TestPipeline::new(1, vec![0], Some(1));
     let summary = run(&spec, &mut p, &[]).unwrap();
@@ -303,6 +304,7 @@ fn late_events_without_a_late_sink_are_counted() {
         sinks: vec![file_sink("out", &out)],
         dead_letters: vec![file_sink("dlq", &dlq)],
         flows: vec!["flow"],
+        checkpoint: None,
     };
     let mut p = TestPipeline::new(1, vec![0], None);
     let summary = run(&spec, &mut p, &[]).unwrap();
@@ -330,6 +332,7 @@ fn overrides_input_output_and_dead_letter() {
         ],
         dead_letters: vec![file_sink("dlq", &f.path("dlq.jsonl"))],
         flows: vec!["flow"],
+        checkpoint: None,
     };
     let (out, dlq) = (f.path("o/out.jsonl"), f.path("d/dead.jsonl"));
     let input_arg = format!("events={}", input.display());
@@ -364,6 +367,7 @@ fn two_sources_share_one_dead_letter_file() {
         // Two identical dead-letter specs: one file, opened (and truncated) once.
         dead_letters: vec![file_sink("dlq", &dlq), file_sink("dlq", &dlq)],
         flows: vec![],
+        checkpoint: None,
     };
     let mut p = TestPipeline::new(2, vec![0], None);
     let summary = run(&spec, &mut p, &[]).unwrap();
@@ -392,6 +396,7 @@ fn usage_errors_exit_2() {
         sinks: vec![file_sink("out", Path::new("/y"))],
         dead_letters: vec![file_sink("dlq", Path::new("/z"))],
         flows: vec![],
+        checkpoint: None,
     };
     for args in [
         &["--bogus"][..],
@@ -479,6 +484,7 @@ fn a_dead_letter_file_is_created_at_its_first_record() {
         sinks: vec![file_sink("out", &out)],
         dead_letters: vec![file_sink("dlq", &dlq)],
         flows: vec!["flow"],
+        checkpoint: None,
     };
     run(&spec, &mut TestPipeline::new(1, vec![0], None), &[]).unwrap();
     // No invalid record: no file (nor its directory) left behind.
@@ -510,6 +516,7 @@ fn missing_input_is_an_error() {
         sinks: vec![file_sink("out", &f.path("out.jsonl"))],
         dead_letters: vec![file_sink("dlq", &f.path("dlq.jsonl"))],
         flows: vec![],
+        checkpoint: None,
     };
     let err = run(&spec, &mut TestPipeline::new(1, vec![0], None), &[]).unwrap_err();
     assert!(
@@ -532,6 +539,7 @@ fn refuses_to_overwrite_an_input_and_keeps_outputs_on_a_missing_input() {
         sinks: vec![file_sink("out", &out)],
         dead_letters: vec![file_sink("dlq", &f.path("dlq.jsonl"))],
         flows: vec!["flow"],
+        checkpoint: None,
     };
     let mut p = TestPipeline::new(1, vec![0], None);
     // Same file through another path.
@@ -567,6 +575,7 @@ fn sink_write_error_fails_the_job() {
         sinks: vec![file_sink("out", &f.path("out.jsonl"))],
         dead_letters: vec![file_sink("dlq", &f.path("dlq.jsonl"))],
         flows: vec!["flow"],
+        checkpoint: None,
     };
     let mut p = TestPipeline::new(1, vec![0], None);
     let err = run(&spec, &mut p, &["--output", "out=/dev/full"]).unwrap_err();
@@ -599,6 +608,7 @@ fn gen_spec(f: &Files, spec: DatagenSpec) -> JobSpec {
         ],
         dead_letters: vec![file_sink("dlq", &f.path("dlq.jsonl"))],
         flows: vec!["flow"],
+        checkpoint: None,
     }
 }
 

@@ -450,6 +450,7 @@ fn kafka_source(topic: &str, group: &str, ooo: i64, idle_ms: Option<i64>) -> Sou
             group_id: group.to_string(),
             start: KafkaStart::Earliest,
             properties: vec![("fetch.wait.max.ms".into(), "100".into())],
+            static_membership: false,
         }),
         max_out_of_orderness: ooo,
         idle_timeout: idle_ms,
@@ -517,6 +518,7 @@ fn job_spec(sources: Vec<SourceSpec>, sinks: Vec<SinkSpec>, dead_letter: SinkSpe
         sinks,
         dead_letters: vec![dead_letter],
         flows: vec!["flow"],
+        checkpoint: None,
     }
 }
 

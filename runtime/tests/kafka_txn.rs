@@ -340,6 +340,7 @@ fn kafka_source(topic: &str, group: &str, properties: &[(&str, &str)]) -> Source
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            static_membership: false,
         }),
         max_out_of_orderness: 0,
         idle_timeout: None,
@@ -386,6 +387,8 @@ fn poll_once(src: &mut dyn Source, seen: &mut Seen) {
                 first: r.offset,
                 next: r.offset + 1,
                 max_event_time: 0,
+                watermark: 0,
+                watermark_before: 0,
             }),
         }
     }
@@ -1134,7 +1137,9 @@ fn at_least_once_commits_carry_metadata_and_seek_rolls_back() {
     poll_until(&mut *src, &mut seen, LIMIT, "read the input", |s| {
         s.records.len() >= 20
     });
-    // An at-least-once commit with per-partition metadata (partition 1 has none).
+    // An at-least-once commit with per-partition metadata given for partition 0; for
+    // partition 1 the source commits its own: the watermark the driver reported with
+    // the records (0 here) and the position.
     let metadata = CommitMetadata::from([(0, "streamc1;wm=1234;pos=10".to_string())]);
     src.commit(i64::MAX, true, &metadata).unwrap();
     let ctl = src.kafka().unwrap();
@@ -1149,7 +1154,7 @@ fn at_least_once_commits_carry_metadata_and_seek_rolls_back() {
             Committed {
                 partition: 1,
                 offset: Some(10),
-                metadata: String::new()
+                metadata: "streamc1;wm=0;pos=10".into()
             },
         ]
     );

@@ -4,11 +4,15 @@
 //   node dashboard.mjs --shots DIR URL...
 //
 // opens one page per URL, then reads steps from stdin, one JSON object per line:
-//   {"name": "...", "keys": ["<key on page 1>", ...], "window": "start:end",
+//   {"name": "...", "feeds": ["<flow's feed on page 1>", ...] (optional: the one shown),
+//    "keys": ["<key on page 1>", ...], "window": "start:end",
 //    "status": "fired"|"corrected"|"retracted", "revision": N, "values": {"clicks": "3"}}
-// and, for every page, waits until the chosen key's windows table shows that window
-// with that status, revision and values, its charts are drawn and the job's progress
-// is shown; then answers {"ok": true, "step": name} on stdout. {"done": true} takes a
+// and, for every page, chooses that flow and key, waits until the key's windows table
+// shows that window with that status, revision and values, its charts are drawn and the
+// job's progress is shown (a correction or a retraction also listed as such among the
+// live changes); with "leader": "V", the key's row among the top keys shows V (its
+// newest window's value of the aggregate they are ranked by); with "shot": NAME it then takes a screenshot of every page
+// (DIR/NAME-<i>.png); then answers {"ok": true, "step": name} on stdout. {"done": true} takes a
 // full-page screenshot of every page (DIR/dashboard-<i>.png) and exits 0. Any failure
 // prints {"ok": false, ...} with what the page showed, saves a screenshot, exits 1.
 import { chromium } from "playwright-core";
@@ -66,6 +70,14 @@ async function check(step) {
   for (let i = 0; i < pages.length; i++) {
     const page = pages[i];
     const key = step.keys[i];
+    const feed = step.feeds && step.feeds[i];
+    if (feed) {
+      // Choose the flow, once it is offered.
+      try {
+        await page.waitForFunction((f) => [...document.querySelectorAll("#feed option")].some((o) => o.value === f), feed, { timeout: STEP_TIMEOUT });
+      } catch (e) { await fail(step.name, `flow ${feed} is not offered on ${urls[i]}`, page); }
+      if (await page.$eval("#feed", (s) => s.value) !== feed) await page.selectOption("#feed", feed);
+    }
     // Choose the key ("one key"), once it is offered.
     try {
       await page.waitForFunction((k) => [...document.querySelectorAll("#key option")].some((o) => o.value === k), key, { timeout: STEP_TIMEOUT });
@@ -90,10 +102,27 @@ async function check(step) {
     } catch (e) {
       await fail(step.name, `${urls[i]} does not show ${step.window} ${step.status} revision ${step.revision} ${JSON.stringify(step.values || {})}`, page);
     }
-    if (step.status === "corrected") {
-      // The correction is listed as such among the live changes.
-      const listed = await page.$$eval("#changes li[data-status=corrected]", (l) => l.length);
-      if (listed === 0) await fail(step.name, "the correction is not in the live changes", page);
+    if (step.status === "corrected" || step.status === "retracted") {
+      // The correction (retraction) is listed as such among the live changes.
+      const listed = await page.$$eval(`#changes li[data-status=${step.status}]`, (l) => l.length);
+      if (listed === 0) await fail(step.name, `the ${step.status} window is not in the live changes`, page);
+    }
+  }
+  if (step.leader !== undefined) {
+    for (let i = 0; i < pages.length; i++) {
+      const key = step.keys[i];
+      try {
+        await pages[i].waitForFunction(({ key, v }) => {
+          const tr = [...document.querySelectorAll("#leaders tbody tr")].find((t) => t.dataset.key === key);
+          return tr && tr.children[1].textContent === v;
+        }, { key, v: step.leader }, { timeout: STEP_TIMEOUT });
+      } catch (e) { await fail(step.name, `the top keys do not show ${key} with ${step.leader}`, pages[i]); }
+    }
+  }
+  if (step.shot) {
+    for (let i = 0; i < pages.length; i++) {
+      await pages[i].waitForTimeout(1800);
+      await pages[i].screenshot({ path: `${shots}/${step.shot}-${i}.png`, fullPage: true });
     }
   }
   say({ ok: true, step: step.name });

@@ -81,7 +81,6 @@ fn one_bounded_run_without_checkpoints_matches_the_oracle() {
 }
 
 #[test]
-#[ignore = "needs checkpoints (passes on branch state, 92d3b46): issue 8"]
 fn one_bounded_run_with_checkpoints_matches_the_oracle() {
     uninterrupted("baseck", true, seed(12));
 }
@@ -318,13 +317,11 @@ fn crash_and_finish(tag: &str, checkpoints: bool, seed: u64) {
 }
 
 #[test]
-#[ignore = "needs checkpoints, static membership, STREAMC_FAULT (passes on branch state, 92d3b46): issue 8"]
 fn crash_test_exactly_once() {
     crash_and_finish("crash", true, seed(2024));
 }
 
 #[test]
-#[ignore = "needs restarts without checkpoints to start at the committed watermark (fails on branch state, 92d3b46): issue 8"]
 fn restarts_without_checkpoints_keep_the_upsert_view_exact() {
     crash_and_finish("alo", false, seed(77));
 }
@@ -409,13 +406,11 @@ fn restart_keeps_the_watermark(tag: &str, checkpoints: bool) {
 }
 
 #[test]
-#[ignore = "needs a restarted partition's windows to start at the committed watermark (fails on branch state, 92d3b46): issue 8"]
 fn a_restart_without_checkpoints_keeps_the_committed_watermark() {
     restart_keeps_the_watermark("wmalo", false);
 }
 
 #[test]
-#[ignore = "needs checkpoints (passes on branch state, 92d3b46): issue 8"]
 fn a_restart_from_a_checkpoint_keeps_its_watermark() {
     restart_keeps_the_watermark("wmck", true);
 }

@@ -2,9 +2,12 @@
 //! its stdin (fed here step by step), writes its windows to a real Redis and serves the
 //! page itself (`serve:`, `--serve`); `streamc serve` serves the same windows from
 //! Redis. `tests/browser/dashboard.mjs` (playwright-core driving Debian's chromium)
-//! watches both pages: they load and show data, show a new window when it fires, and
-//! show a late correction as such. Screenshots are kept in
-//! `target/test-artifacts/dashboard-{0,1}.png`.
+//! watches both pages: they load and show data, show a new window when it fires, show a
+//! late correction as such, and, on another flow (session windows), show the two
+//! sessions a late click bridges as retracted and their merge as fired. Screenshots are
+//! kept in `target/test-artifacts/`: `dashboard-correction-{0,1}.png` (the corrected
+//! window) and `dashboard-{0,1}.png` (the retractions), 0 the job's own page, 1
+//! `streamc serve`'s.
 //!
 //! Needs Redis (`scripts/redis start`), node, chromium and `tests/browser/node_modules`
 //! (`scripts/test` installs and starts them); fails with a hint when one is missing.
@@ -179,6 +182,16 @@ fn the_page_shows_windows_firing_and_late_corrections_live() {
         ],
     );
     let shots: PathBuf = root.join("target/test-artifacts");
+    // No picture of an earlier run is taken for one of this run.
+    for name in [
+        "dashboard-0",
+        "dashboard-1",
+        "dashboard-correction-0",
+        "dashboard-correction-1",
+        "dashboard-failure",
+    ] {
+        let _ = std::fs::remove_file(shots.join(format!("{name}.png")));
+    }
     let mut node = Command::new("node")
         .current_dir(&browser_dir)
         .arg("dashboard.mjs")
@@ -192,6 +205,8 @@ fn the_page_shows_windows_firing_and_late_corrections_live() {
         .expect("node");
     let mut to_node = node.stdin.take().unwrap();
     let mut from_node = BufReader::new(node.stdout.take().unwrap());
+    // Feeds: the embedded page's `<job>.<flow>`, `streamc serve`'s `<job>.<sink>`.
+    let tumbling = json!(["dashboard_e2e.spend_per_10s", "dashboard_e2e.dashboard"]);
     let keys = json!(["user=a", "e2e:a"]);
     let w0 = format!("{}:{}", BASE, BASE + 10_000);
     let w1 = format!("{}:{}", BASE + 10_000, BASE + 20_000);
@@ -216,7 +231,7 @@ fn the_page_shows_windows_firing_and_late_corrections_live() {
         );
     };
     step(
-        json!({"name": "loads and shows data", "keys": keys, "window": w0, "status": "fired", "revision": 0,
+        json!({"name": "loads and shows data", "feeds": tumbling, "keys": keys, "window": w0, "status": "fired", "revision": 0,
                "values": {"clicks": "2", "spent": "12.5"}}),
         &mut job,
         &mut server,
@@ -227,7 +242,7 @@ fn the_page_shows_windows_firing_and_late_corrections_live() {
         &[click("a", 3.0, 15_000), click("c", 4.0, 23_000)],
     );
     step(
-        json!({"name": "a new window fires", "keys": keys, "window": w1, "status": "fired", "revision": 0,
+        json!({"name": "a new window fires", "feeds": tumbling, "keys": keys, "window": w1, "status": "fired", "revision": 0,
                "values": {"clicks": "1", "spent": "3"}}),
         &mut job,
         &mut server,
@@ -236,18 +251,60 @@ fn the_page_shows_windows_firing_and_late_corrections_live() {
     // fires again with revision 1 and the corrected sums.
     feed(&mut stdin, &[click("a", 9.0, 5000)]);
     step(
-        json!({"name": "a late correction arrives", "keys": keys, "window": w0, "status": "corrected", "revision": 1,
-               "values": {"clicks": "3", "spent": "21.5", "biggest": "9"}}),
+        json!({"name": "a late correction arrives", "feeds": tumbling, "keys": keys, "window": w0, "status": "corrected", "revision": 1,
+               "values": {"clicks": "3", "spent": "21.5", "biggest": "9"}, "shot": "dashboard-correction"}),
+        &mut job,
+        &mut server,
+    );
+    // Step 4, the flow of sessions (gap 5 s): s clicks at 12:00:30 and 12:00:38, then c
+    // at 12:00:45 moves the watermark to 12:00:44: both sessions of s fire.
+    let feeds = json!(["dashboard_e2e.sessions", "dashboard_e2e.session_dashboard"]);
+    let skeys = json!(["user=s", "e2e-session:s"]);
+    let s0 = format!("{}:{}", BASE + 30_000, BASE + 35_000);
+    let s1 = format!("{}:{}", BASE + 38_000, BASE + 43_000);
+    let merged = format!("{}:{}", BASE + 30_000, BASE + 43_000);
+    feed(
+        &mut stdin,
+        &[
+            click("s", 1.0, 30_000),
+            click("s", 2.0, 38_000),
+            click("c", 1.0, 45_000),
+        ],
+    );
+    for w in [&s0, &s1] {
+        step(
+            json!({"name": "sessions fire", "feeds": feeds, "keys": skeys, "window": w, "status": "fired", "revision": 0,
+                   "values": {"clicks": "1"}}),
+            &mut job,
+            &mut server,
+        );
+    }
+    // Step 5: a late click at 12:00:34 (within the 30 s lateness) bridges them: both are
+    // retracted, and their merge fires as a new revision of the first (it had fired).
+    feed(&mut stdin, &[click("s", 4.0, 34_000)]);
+    for w in [&s0, &s1] {
+        step(
+            json!({"name": "a late click merges two sessions: both retracted", "feeds": feeds, "keys": skeys, "window": w,
+                   "status": "retracted", "revision": 0}),
+            &mut job,
+            &mut server,
+        );
+    }
+    step(
+        json!({"name": "a late click merges two sessions: the merge fires as a correction", "feeds": feeds, "keys": skeys, "window": merged,
+               "status": "corrected", "revision": 1, "values": {"clicks": "3", "spent": "7"}, "leader": "3"}),
         &mut job,
         &mut server,
     );
     step(json!({"done": true}), &mut job, &mut server);
     assert!(node.wait().unwrap().success());
-    for i in 0..2 {
-        let png = shots.join(format!("dashboard-{i}.png"));
-        let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
-        assert!(size > 20_000, "{}: {size} bytes", png.display());
-        eprintln!("screenshot: {}", png.display());
+    for name in ["dashboard-correction", "dashboard"] {
+        for i in 0..2 {
+            let png = shots.join(format!("{name}-{i}.png"));
+            let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+            assert!(size > 20_000, "{}: {size} bytes", png.display());
+            eprintln!("screenshot: {}", png.display());
+        }
     }
 
     // End of input: the job fires what is left and exits 0; the server stops cleanly
@@ -266,5 +323,23 @@ fn the_page_shows_windows_firing_and_late_corrections_live() {
     assert_eq!(
         (first["clicks"].clone(), first["revision"].clone()),
         (json!(3), json!(1))
+    );
+    // And only the merge of the two sessions.
+    let rows = redis.cmd(&["ZRANGE", "e2e-session:s", "0", "-1"]).unwrap();
+    let rows: Vec<Value> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_str(r.as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (
+                r["window_start"].clone(),
+                r["window_end"].clone(),
+                r["clicks"].clone()
+            ))
+            .collect::<Vec<_>>(),
+        [(json!(BASE + 30_000), json!(BASE + 43_000), json!(3))]
     );
 }

@@ -18,7 +18,6 @@ use streamc_tests::oracle::{multiset, report_multisets};
 const PARTITIONS: u32 = 4;
 
 #[test]
-#[ignore = "needs checkpoints and the layout check on restore (passes on branch state, 92d3b46): issue 8"]
 fn restore_refuses_another_layout_and_accepts_a_compatible_one() {
     let _serial = serial();
     let seed = seed(5);

@@ -201,19 +201,16 @@ fn rebalance(tag: &str, instances: usize, checkpoints: bool, seed: u64) {
 }
 
 #[test]
-#[ignore = "needs checkpoints and --instance-id (passes on branch state, 92d3b46): issue 8"]
 fn two_instances_one_killed_and_restarted_exactly_once() {
     rebalance("reb2", 2, true, seed(31));
 }
 
 #[test]
-#[ignore = "needs checkpoints and --instance-id (passes on branch state, 92d3b46): issue 8"]
 fn three_instances_killed_and_restarted_exactly_once() {
     rebalance("reb3", 3, true, seed(32));
 }
 
 #[test]
-#[ignore = "needs restarted partitions to start at the committed watermark (fails on branch state, 92d3b46): issue 8"]
 fn two_instances_one_killed_and_restarted_without_checkpoints() {
     rebalance("reb2alo", 2, false, seed(33));
 }
@@ -395,13 +392,11 @@ fn not_aligned_refuses(tag: &str, checkpoints: bool) {
 }
 
 #[test]
-#[ignore = "needs the refusal of a partial assignment, checkpoints (passes on branch state, 92d3b46): issue 8"]
 fn a_flow_not_aligned_refuses_a_partial_assignment_exactly_once() {
     not_aligned_refuses("napck", true);
 }
 
 #[test]
-#[ignore = "needs the refusal of a partial assignment, --instance-id (passes on branch state, 92d3b46): issue 8"]
 fn a_flow_not_aligned_refuses_a_partial_assignment() {
     not_aligned_refuses("nap", false);
 }

@@ -54,7 +54,11 @@ fn parse_args() -> Args {
             "--clients" => {
                 a.clients = v()
                     .split(',')
-                    .map(|n| n.trim().parse().unwrap_or_else(|_| die("--clients N,N,...")))
+                    .map(|n| {
+                        n.trim()
+                            .parse()
+                            .unwrap_or_else(|_| die("--clients N,N,..."))
+                    })
                     .collect()
             }
             "--updates" => a.updates = v().parse().unwrap_or_else(|_| die("--updates N")),
@@ -80,13 +84,19 @@ fn now_us() -> u64 {
 
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
+    let (user, sys) = cpu_user_sys(pid);
+    user + sys
+}
+
+/// utime and stime of a process (user space; the kernel on its behalf: the sockets), in
+/// seconds.
+fn cpu_user_sys(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the `(comm)`: state is field 3; utime 14, stime 15.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0 // USER_HZ
+    let ticks = |i: usize| -> f64 { f.get(i).and_then(|x| x.parse().ok()).unwrap_or(0.0) };
+    (ticks(11) / 100.0, ticks(12) / 100.0) // USER_HZ
 }
 
 /// VmRSS and VmHWM of a process, in MB.
@@ -236,7 +246,11 @@ fn field<'a>(block: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 
 fn number_after(block: &[u8], key: &[u8]) -> Option<u64> {
     let i = find(block, key)? + key.len();
-    let digits: Vec<u8> = block[i..].iter().take_while(|b| b.is_ascii_digit()).copied().collect();
+    let digits: Vec<u8> = block[i..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
     std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
@@ -327,7 +341,11 @@ impl Writer {
                 s * 1000,
                 s * 1000 + 1000
             );
-            if let Err(e) = self.sink.write(None, row.as_bytes()).and_then(|()| self.sink.flush()) {
+            if let Err(e) = self
+                .sink
+                .write(None, row.as_bytes())
+                .and_then(|()| self.sink.flush())
+            {
                 die(&format!("writing to Redis: {e}"));
             }
         }
@@ -341,7 +359,14 @@ struct Server {
 
 fn start_server(bin: &str, redis: &str, stream: &str) -> Server {
     let mut child = Command::new(bin)
-        .args(["--redis", redis, "--listen", "127.0.0.1:0", "--stream", stream])
+        .args([
+            "--redis",
+            redis,
+            "--listen",
+            "127.0.0.1:0",
+            "--stream",
+            stream,
+        ])
         .env("STREAMC_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -368,7 +393,10 @@ fn http_get(addr: &str, path: &str) -> String {
         return String::new();
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
+    );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
@@ -419,10 +447,16 @@ fn main() {
         };
         let feed = spec.feed.id();
         let sink = RedisSink::open(&spec).unwrap_or_else(|e| die(&format!("Redis: {e}")));
-        let mut writer = Writer { sink, seq: 0, keys: a.keys };
-        wait_until("the server to see the feed", Duration::from_secs(10), || {
-            http_get(&server.addr, "/api/feeds").contains(&feed)
-        });
+        let mut writer = Writer {
+            sink,
+            seq: 0,
+            keys: a.keys,
+        };
+        wait_until(
+            "the server to see the feed",
+            Duration::from_secs(10),
+            || http_get(&server.addr, "/api/feeds").contains(&feed),
+        );
 
         let shared = Arc::new(Shared {
             target: AtomicUsize::new(a.updates as usize),
@@ -464,15 +498,19 @@ fn main() {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         let (rss0, _) = memory_mb(pid);
         // Steady phase.
-        let cpu0 = cpu_seconds(pid);
+        let (user0, sys0) = cpu_user_sys(pid);
         let ccpu0 = cpu_seconds(client_pid);
         let t0 = Instant::now();
         writer.write(a.updates, a.rate);
-        wait_until("every client to receive every row", Duration::from_secs(60), || {
-            shared.done.load(Ordering::Relaxed) == n
-        });
+        wait_until(
+            "every client to receive every row",
+            Duration::from_secs(60),
+            || shared.done.load(Ordering::Relaxed) == n,
+        );
         let wall = t0.elapsed().as_secs_f64();
-        let cpu = cpu_seconds(pid) - cpu0;
+        let (user1, sys1) = cpu_user_sys(pid);
+        let (user, sys) = (user1 - user0, sys1 - sys0);
+        let cpu = user + sys;
         let ccpu = cpu_seconds(client_pid) - ccpu0;
         let (rss, hwm) = memory_mb(pid);
         let steady = phase_stats(&records, 0, a.updates as usize);
@@ -486,9 +524,11 @@ fn main() {
         let caught = if a.storm > 0 {
             let _ = storm_tx.send(1);
             writer.write(a.storm, a.rate);
-            wait_until("every client to catch up after the storm", Duration::from_secs(60), || {
-                shared.done.load(Ordering::Relaxed) == 2 * n
-            })
+            wait_until(
+                "every client to catch up after the storm",
+                Duration::from_secs(60),
+                || shared.done.load(Ordering::Relaxed) == 2 * n,
+            )
         } else {
             true
         };
@@ -513,7 +553,7 @@ fn main() {
         let _ = writer.sink.close();
 
         let line = format!(
-            "{{\"clients\":{n},\"rows\":{},\"rate\":{},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2},\"deliveries\":{},\"sequence_errors\":{},\"incomplete_clients\":{},\"server_cpu_s\":{cpu:.2},\"server_cpu_pct\":{:.1},\"client_cpu_pct\":{:.1},\"server_rss_mb_idle\":{rss0:.1},\"server_rss_mb\":{rss:.1},\"server_hwm_mb\":{:.1},\"storm_rows\":{},\"storm_catch_up_s\":{storm_wall:.2},\"storm_caught_up\":{caught},\"storm_reconnected\":{reconnected},\"storm_p50_ms\":{:.2},\"storm_p99_ms\":{:.2},\"storm_sequence_errors\":{},\"storm_incomplete\":{},\"storm_server_cpu_s\":{storm_cpu:.2},\"loadavg\":\"{}\",\"connect_failures\":{}}}",
+            "{{\"clients\":{n},\"rows\":{},\"rate\":{},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2},\"deliveries\":{},\"sequence_errors\":{},\"incomplete_clients\":{},\"server_cpu_s\":{cpu:.2},\"server_user_s\":{user:.2},\"server_sys_s\":{sys:.2},\"server_cpu_pct\":{:.1},\"client_cpu_pct\":{:.1},\"server_rss_mb_idle\":{rss0:.1},\"server_rss_mb\":{rss:.1},\"server_hwm_mb\":{:.1},\"storm_rows\":{},\"storm_catch_up_s\":{storm_wall:.2},\"storm_caught_up\":{caught},\"storm_reconnected\":{reconnected},\"storm_p50_ms\":{:.2},\"storm_p99_ms\":{:.2},\"storm_sequence_errors\":{},\"storm_incomplete\":{},\"storm_server_cpu_s\":{storm_cpu:.2},\"loadavg\":\"{}\",\"connect_failures\":{}}}",
             a.updates,
             a.rate,
             steady.p50,

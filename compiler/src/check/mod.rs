@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::diag::Reporter;
 use crate::plan::{CheckpointPlan, Plan, ServePlan, StatePlan};
-use crate::spec::ast::{Spec, StateBackend};
+use crate::spec::ast::{CheckpointMode, Spec, StateBackend};
 use crate::spec::{self};
 
 pub use crate::diag::{Diagnostic, Diagnostics, render, render_diagnostic};
@@ -170,6 +170,11 @@ impl Checker<'_> {
             Some(CheckpointPlan {
                 interval: c.interval,
                 storage,
+                exactly_once: c
+                    .mode
+                    .as_ref()
+                    .is_none_or(|m| m.value == CheckpointMode::ExactlyOnce),
+                retain: c.retain,
             })
         });
         let state = match &spec.state {

@@ -91,12 +91,14 @@ impl Checker<'_> {
                     start,
                     properties,
                     partitioned_by,
+                    static_membership,
                 } => SourceKind::Kafka {
                     topic: topic.clone(),
                     group_id: group_id.clone().unwrap_or_else(|| self.pipeline.clone()),
                     start: *start,
                     properties: properties.clone(),
                     partitioned_by: partitioned_by.iter().map(|n| n.value.clone()).collect(),
+                    static_membership: *static_membership,
                 },
                 SourceKindDecl::File { path } => SourceKind::File {
                     path: self.resolve(&path.value),

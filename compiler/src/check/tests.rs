@@ -145,11 +145,13 @@ sinks:
         start,
         properties,
         partitioned_by,
+        static_membership,
     } = &s[0].kind
     else {
         panic!()
     };
     assert!(partitioned_by.is_empty());
+    assert!(!static_membership);
     assert_eq!(
         (topic.as_str(), group_id.as_str(), *start),
         ("clicks", "kinds", KafkaStart::Earliest)

@@ -124,8 +124,10 @@ pub fn uses_kafka(plan: &Plan) -> bool {
 /// away silently.
 pub fn unsupported(plan: &Plan) -> Result<(), CodegenError> {
     let mut missing = Vec::new();
-    if plan.checkpoint.is_some() {
-        missing.push("checkpoints".to_string());
+    if let Some(c) = &plan.checkpoint
+        && c.storage.starts_with("s3://")
+    {
+        missing.push("`s3://` checkpoint storage".to_string());
     }
     match plan.state {
         crate::plan::StatePlan::Memory => {}
@@ -1153,6 +1155,7 @@ impl<'p> Gen<'p> {
                     start,
                     properties,
                     partitioned_by: _, // in `groups` below
+                    static_membership,
                 } => {
                     let start = match start {
                         KafkaStart::Earliest => quote!(#rt::source::KafkaStart::Earliest),
@@ -1164,6 +1167,7 @@ impl<'p> Gen<'p> {
                         group_id: #group_id.to_string(),
                         start: #start,
                         properties: #props,
+                        static_membership: #static_membership,
                     }))
                 }
             };
@@ -1218,6 +1222,21 @@ impl<'p> Gen<'p> {
             .map(|k| sink_spec("dead_letter", k))
             .collect::<Result<Vec<_>, _>>()?;
         let flows = plan.flows.iter().map(|f| &f.name);
+        let checkpoint = opt(plan.checkpoint.as_ref().map(|c| {
+            let (interval, storage) = (c.interval, &c.storage);
+            let mode = if c.exactly_once {
+                quote!(#rt::checkpoint::Mode::ExactlyOnce)
+            } else {
+                quote!(#rt::checkpoint::Mode::AtLeastOnce)
+            };
+            let retain = opt(c.retain.map(|r| quote!(#r)));
+            quote!(#rt::driver::CheckpointSpec {
+                interval_ms: #interval,
+                storage: #storage.to_string(),
+                mode: #mode,
+                retain: #retain,
+            })
+        }));
         Ok(quote! {
             /// What the driver needs to know of the job: sources, sinks, flow names.
             fn job_spec() -> #rt::driver::JobSpec {
@@ -1227,6 +1246,7 @@ impl<'p> Gen<'p> {
                     sinks: vec![#(#sinks),*],
                     dead_letters: vec![#(#dls),*],
                     flows: vec![#(#flows),*],
+                    checkpoint: #checkpoint,
                 }
             }
         })

@@ -74,6 +74,8 @@ pub enum SourceKindDecl {
         properties: Vec<(String, String)>,
         /// The fields the topic's producers partition by (empty: not declared).
         partitioned_by: Vec<Spanned<String>>,
+        /// `static_membership: true`: the consumer joins with a `group.instance.id`.
+        static_membership: bool,
     },
     /// As written (relative paths are resolved by `check`).
     File {
@@ -217,6 +219,17 @@ pub struct CheckpointDecl {
     pub span: Span,
     pub interval: Millis,
     pub storage: Spanned<String>,
+    /// `mode:`; None: exactly once.
+    pub mode: Option<Spanned<CheckpointMode>>,
+    /// `retain:`; None: the runtime's default (3).
+    pub retain: Option<u64>,
+}
+
+/// The delivery guarantee of a checkpointed job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointMode {
+    ExactlyOnce,
+    AtLeastOnce,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

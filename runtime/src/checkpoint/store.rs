@@ -147,6 +147,17 @@ impl CheckpointStore {
     /// failure while writing leaves an incomplete directory, which does not exist as a
     /// checkpoint and is collected later; the next write needs a new id.
     pub fn write(&self, base: Option<&Manifest>, ck: NewCheckpoint) -> Result<Manifest> {
+        self.write_with(base, ck, &mut || {})
+    }
+
+    /// [`CheckpointStore::write`], calling `blobs_written` between the last blob and the
+    /// manifest (the driver's fault hook `checkpoint.blobs`).
+    pub fn write_with(
+        &self,
+        base: Option<&Manifest>,
+        ck: NewCheckpoint,
+        blobs_written: &mut dyn FnMut(),
+    ) -> Result<Manifest> {
         let me = CheckpointRef::new(self.instance.clone(), ck.id);
         let refuse = |reason: String| CheckpointError::Write {
             checkpoint: me.clone(),
@@ -232,6 +243,7 @@ impl CheckpointStore {
         for (path, bytes) in &blobs {
             self.put(&format!("{instance_dir}/{path}"), bytes)?;
         }
+        blobs_written();
         self.put(
             &paths::manifest_key(&self.job, &self.instance, ck.id),
             &json,

@@ -36,7 +36,20 @@ pub struct Options {
     pub redis: Option<String>,
     /// `--serve ADDR`: where the embedded dashboard serves (specs with `serve:`).
     pub serve: Option<String>,
+    /// `--instance-id ID` (else `STREAMC_INSTANCE_ID`, else `0`): this instance of the
+    /// job; several instances in one consumer group need distinct ids.
+    pub instance_id: Option<String>,
+    /// `--checkpoint-storage URL`: overrides the spec's `checkpoint.storage`.
+    pub checkpoint_storage: Option<String>,
+    /// `--checkpoint-interval DURATION`: overrides the spec's `checkpoint.interval`.
+    pub checkpoint_interval: Option<Duration>,
+    /// `--from-checkpoint [INSTANCE/]ID`: restore that checkpoint (and read from its
+    /// offsets), whatever the consumer group committed.
+    pub from_checkpoint: Option<String>,
 }
+
+/// The environment variable with the instance id (`--instance-id` wins).
+pub const INSTANCE_ENV: &str = "STREAMC_INSTANCE_ID";
 
 /// Offsets are committed this often unless `--commit-interval` says otherwise.
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
@@ -59,6 +72,7 @@ struct Uses {
     kafka: bool,
     redis: bool,
     serve: bool,
+    checkpoints: bool,
 }
 
 impl Uses {
@@ -72,6 +86,7 @@ impl Uses {
                 || sinks().any(|s| matches!(s.kind, SinkKind::Kafka { .. })),
             redis: sinks().any(|s| matches!(s.kind, SinkKind::Redis(_))),
             serve: sinks().any(|s| matches!(s.kind, SinkKind::Serve(_))),
+            checkpoints: spec.checkpoint.is_some(),
         }
     }
 }
@@ -91,6 +106,14 @@ pub fn short_usage(spec: &JobSpec) -> String {
     }
     if uses.serve {
         s.push_str(" [--serve ADDR]");
+    }
+    if uses.kafka || uses.checkpoints {
+        s.push_str(" [--instance-id ID]");
+    }
+    if uses.checkpoints {
+        s.push_str(
+            " [--checkpoint-storage URL] [--checkpoint-interval D] [--from-checkpoint [INSTANCE/]ID]",
+        );
     }
     s.push_str(&format!("; see {} --help", spec.name));
     s
@@ -131,6 +154,20 @@ pub fn usage(spec: &JobSpec) -> String {
     if uses.serve {
         s.push_str(
             "\x20 --serve ADDR               serve the dashboard page and API on http://ADDR/\n",
+        );
+    }
+    if uses.kafka || uses.checkpoints {
+        s.push_str(
+            "\x20 --instance-id ID           this instance of the job (default: $STREAMC_INSTANCE_ID, else 0);\n\
+             \x20                            instances sharing a consumer group need distinct ids\n",
+        );
+    }
+    if uses.checkpoints {
+        s.push_str(
+            "\x20 --checkpoint-storage URL   where checkpoints go (file:///dir or a directory)\n\
+             \x20 --checkpoint-interval D    checkpoint every D (250ms, 5s, 1m)\n\
+             \x20 --from-checkpoint [I/]ID   restore checkpoint ID (of instance I, default this one) and read\n\
+             \x20                            from its offsets, whatever the consumer group committed\n",
         );
     }
     s.push_str(
@@ -332,6 +369,42 @@ where
                 }
                 opts.serve = Some(v.trim().to_string());
             }
+            Long("instance-id") => {
+                let v = utf8("instance-id", parser.value().map_err(lex)?)?;
+                crate::checkpoint::validate_instance_id(v.trim())
+                    .map_err(|e| usage_error(format!("--instance-id {v:?}: {e}")))?;
+                opts.instance_id = Some(v.trim().to_string());
+            }
+            Long("checkpoint-storage") => {
+                let v = utf8("checkpoint-storage", parser.value().map_err(lex)?)?;
+                if spec.checkpoint.is_none() {
+                    return Err(usage_error(
+                        "--checkpoint-storage: this job takes no checkpoints; add `checkpoint:` to its spec and build it again",
+                    ));
+                }
+                if v.trim().is_empty() {
+                    return Err(usage_error("--checkpoint-storage: empty"));
+                }
+                opts.checkpoint_storage = Some(v.trim().to_string());
+            }
+            Long("checkpoint-interval") => {
+                let v = parse_interval("checkpoint-interval", parser.value().map_err(lex)?)?;
+                if spec.checkpoint.is_none() {
+                    return Err(usage_error(
+                        "--checkpoint-interval: this job takes no checkpoints; add `checkpoint:` to its spec and build it again",
+                    ));
+                }
+                opts.checkpoint_interval = Some(v);
+            }
+            Long("from-checkpoint") => {
+                let v = utf8("from-checkpoint", parser.value().map_err(lex)?)?;
+                if spec.checkpoint.is_none() {
+                    return Err(usage_error(
+                        "--from-checkpoint: this job takes no checkpoints; add `checkpoint:` to its spec and build it again",
+                    ));
+                }
+                opts.from_checkpoint = Some(v.trim().to_string());
+            }
             Long("group-id") => {
                 let v = parser.value().map_err(lex)?;
                 let (i, id) = name_and_path("group-id", v, "source", &sources)?;
@@ -475,6 +548,7 @@ mod tests {
                         group_id: "g".into(),
                         start: crate::source::KafkaStart::Earliest,
                         properties: vec![("group.id".into(), "p".into())],
+                        static_membership: false,
                     }),
                     max_out_of_orderness: 0,
                     idle_timeout: None,
@@ -493,6 +567,7 @@ mod tests {
             sinks: vec![],
             dead_letters: vec![],
             flows: vec![],
+            checkpoint: None,
         };
         let Command::Run(opts) = parse_args(
             &spec,

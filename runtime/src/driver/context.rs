@@ -31,6 +31,13 @@ pub struct Context {
     pub(super) dirty: bool,
     /// Some sink reports progress ([`Sink::wants_progress`]).
     pub(super) progress: bool,
+    /// The record being processed was processed before a restart (at-least-once
+    /// without checkpoints: re-read below the committed position, judged against the
+    /// watermark it was judged against then): every row, late event and dead letter it
+    /// leads to was written then, so none is written again. (Windows with records
+    /// before the replay were purged before the commit: their partial rows never go
+    /// out.)
+    pub(super) replaying: bool,
     /// The wall clock (epoch ms) when last read: event times at or below it plus the
     /// tolerance need no clock read ([`Context::admit_event_time`]).
     clock_ms: i64,
@@ -46,6 +53,7 @@ impl Context {
         spec: &JobSpec,
         resolved: &'a Resolved,
         env: &KafkaEnv,
+        checkpointed: bool,
     ) -> Result<Self, Error> {
         let mut writers: Vec<(&SinkKind, Writer)> = Vec::new();
         // Dead-letter files are created at their first record (`dead`).
@@ -55,7 +63,9 @@ impl Context {
                 return Ok(i);
             }
             let label = format!("{label} ({kind})");
-            let open = if dead {
+            let open = if checkpointed {
+                crate::connectors::open_sink_kept
+            } else if dead {
                 crate::connectors::open_dead_letter_with
             } else {
                 crate::connectors::open_sink_with
@@ -108,6 +118,7 @@ impl Context {
             ),
             error: None,
             dirty: false,
+            replaying: false,
             clock_ms: crate::metrics::now_ms(),
             warned_ahead: vec![false; spec.sources.len()],
         }
@@ -155,7 +166,7 @@ impl Context {
         key: Option<&K>,
         row: &R,
     ) {
-        if sinks.is_empty() || self.error.is_some() {
+        if sinks.is_empty() || self.error.is_some() || self.replaying {
             return;
         }
         self.row.clear();
@@ -190,6 +201,10 @@ impl Context {
     /// A too-late event of flow `flow`: `payload` written unchanged to sink `sink`, or
     /// only counted when the flow names no late sink.
     pub fn late(&mut self, flow: usize, sink: Option<usize>, payload: &[u8]) {
+        if self.replaying {
+            self.metrics.flows[flow].replayed_late += 1;
+            return;
+        }
         self.metrics.flows[flow].late += 1;
         let Some(s) = sink else { return };
         if self.error.is_some() {
@@ -209,6 +224,10 @@ impl Context {
     /// `{"error", "source", "partition", "offset", "raw"}` and, from Kafka, the message's
     /// `key` and `headers`, every byte kept (see [`dead_letter_json`]).
     pub fn dead_letter(&mut self, src: usize, rec: &Record<'_>, error: &str) {
+        if self.replaying {
+            self.metrics.sources[src].replayed_invalid += 1;
+            return;
+        }
         self.metrics.sources[src].invalid += 1;
         if self.error.is_some() {
             return;
@@ -345,6 +364,35 @@ impl Context {
             w.sink
                 .wait_delivered()
                 .map_err(|e| Self::sink_error(w, e))?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoints: every writer made durable, and its position (see
+    /// [`Sink::durable_position`]), named by its label.
+    pub(super) fn durable_positions(&mut self) -> Result<Vec<(String, Option<u64>)>, Error> {
+        self.dirty = false;
+        let mut out = Vec::with_capacity(self.writers.len());
+        for w in &mut self.writers {
+            let pos = w
+                .sink
+                .durable_position()
+                .map_err(|e| Self::sink_error(w, e))?;
+            out.push((w.label.clone(), pos));
+        }
+        Ok(out)
+    }
+
+    /// A restore: each writer back to its position in `positions` (by label; a writer
+    /// with none there, new since the checkpoint, to 0).
+    pub(super) fn truncate(&mut self, positions: &[(String, Option<u64>)]) -> Result<(), Error> {
+        for w in &mut self.writers {
+            let pos = positions
+                .iter()
+                .find(|(label, _)| *label == w.label)
+                .and_then(|(_, p)| *p)
+                .unwrap_or(0);
+            w.sink.truncate(pos).map_err(|e| Self::sink_error(w, e))?;
         }
         Ok(())
     }

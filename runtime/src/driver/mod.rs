@@ -24,9 +24,11 @@
 //! record is the pipeline's to dead-letter, and every sink error ends the job with a
 //! message and exit code 1.
 
+mod checkpoint;
 mod cli;
 mod context;
 mod drive;
+mod fault;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -38,8 +40,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 pub use crate::pipeline::{Pipeline, Record};
-pub use cli::{Command, DEFAULT_COMMIT_INTERVAL, Options, parse_args, short_usage, usage};
+pub use checkpoint::{CheckpointSpec, DEFAULT_RETAIN};
+pub use cli::{
+    Command, DEFAULT_COMMIT_INTERVAL, INSTANCE_ENV, Options, parse_args, short_usage, usage,
+};
 pub use context::Context;
+pub use fault::FAULT_ENV;
 
 use crate::kafka::{BROKERS_ENV, KafkaEnv};
 use crate::metrics::{Metrics, MetricsServer};
@@ -47,7 +53,7 @@ use crate::sink::{SinkError, SinkSpec};
 use crate::source::{SourceError, SourceSpec};
 use crate::watermark::WatermarkTracker;
 use cli::Resolved;
-use drive::{SourceState, commit_offsets, drive, refresh_partition_metrics};
+use drive::{Checkpointing, Run, SourceState, refresh_partition_metrics};
 
 /// What the generated `main` tells the driver about the job.
 #[derive(Clone, Debug)]
@@ -62,6 +68,9 @@ pub struct JobSpec {
     pub dead_letters: Vec<SinkSpec>,
     /// Flow names, indexed as in the plan (for metrics and logs).
     pub flows: Vec<&'static str>,
+    /// The spec's `checkpoint:` block; None: no checkpoints (at-least-once Kafka
+    /// offsets with the watermark and position in their metadata).
+    pub checkpoint: Option<CheckpointSpec>,
 }
 
 /// Why a job could not run or failed.
@@ -95,6 +104,53 @@ pub enum Error {
     /// The SIGTERM/SIGINT handlers could not be installed.
     #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
     Signal(#[source] io::Error),
+    /// Checkpoint storage failed (opening it, reading a checkpoint).
+    #[error("checkpoints: {0}")]
+    Checkpoint(#[source] crate::checkpoint::CheckpointError),
+    /// A snapshot could not be encoded (a streamc bug).
+    #[error("cannot snapshot the state: {0}")]
+    State(#[source] crate::state::StateError),
+    /// A checkpoint's state layout is not this binary's.
+    #[error(
+        "checkpoint {checkpoint} cannot be restored into this binary: {problems}. Restore it with the binary \
+         that wrote it, or start without its state (another --checkpoint-storage, or a new consumer group)"
+    )]
+    Layout {
+        /// The checkpoint.
+        checkpoint: String,
+        /// What changed, per flow.
+        problems: String,
+    },
+    /// A checkpoint's state could not be applied.
+    #[error("checkpoint {checkpoint}: key group {group} cannot be restored: {reason}")]
+    Restore {
+        /// The checkpoint.
+        checkpoint: String,
+        /// The key group.
+        group: String,
+        /// Why.
+        reason: String,
+    },
+    /// A source that flows which are not partition-aligned read was assigned only some
+    /// of its partitions.
+    #[error(
+        "source `{name}` was assigned {} of its {total} partitions ({assigned:?}), but a stateful flow reading it \
+         is not partition-aligned: its state needs every partition in one instance, so this instance stops rather \
+         than compute a wrong answer. Run one instance, or make the flow aligned (declare `partitioned_by` on the \
+         source and key the flow by those fields)",
+        assigned.len()
+    )]
+    PartialAssignment {
+        /// The source.
+        name: &'static str,
+        /// The partitions it was assigned.
+        assigned: Vec<u32>,
+        /// The topic's partitions.
+        total: u32,
+    },
+    /// The exactly-once transaction failed in a way this run cannot recover from.
+    #[error("{0}")]
+    Txn(#[source] crate::kafka::TxnError),
     /// `--metrics-addr` could not be bound.
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
@@ -453,14 +509,66 @@ fn execute<P: Pipeline>(
     stop: &AtomicBool,
 ) -> Result<Summary, Error> {
     let started = Instant::now();
+    let faults = fault::Faults::from_env().map_err(Error::Usage)?;
     let resolved = Resolved::new(spec, opts);
     resolved.check_overwrites()?;
     let brokers = opts
         .brokers
         .clone()
         .or_else(|| std::env::var(BROKERS_ENV).ok());
+    let instance = opts
+        .instance_id
+        .clone()
+        .or_else(|| {
+            std::env::var(INSTANCE_ENV)
+                .ok()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        })
+        .unwrap_or_else(|| "0".to_string());
+    crate::checkpoint::validate_instance_id(&instance)
+        .map_err(|e| Error::Usage(format!("instance id {instance:?}: {e}")))?;
     let mut env = KafkaEnv::new(spec.name, brokers);
     env.bounded = opts.bounded;
+    env.instance = instance.clone();
+    let kafka_sources = resolved
+        .sources
+        .iter()
+        .filter(|s| matches!(s.kind, crate::source::SourceKind::Kafka(_)))
+        .count();
+    let mut checkpointer = match &spec.checkpoint {
+        None => None,
+        Some(c) => {
+            if kafka_sources != 0 && kafka_sources != resolved.sources.len() {
+                return Err(Error::Usage(
+                    "a checkpointed job reads either only Kafka sources or none (--input turned some into files)"
+                        .into(),
+                ));
+            }
+            let interval = opts.checkpoint_interval.unwrap_or_else(|| {
+                Duration::from_millis(u64::try_from(c.interval_ms).unwrap_or(1).max(1))
+            });
+            let storage = opts.checkpoint_storage.as_deref().unwrap_or(&c.storage);
+            let storage = if storage.contains("://") {
+                storage.to_string()
+            } else {
+                format!("file://{storage}")
+            };
+            if c.mode == crate::checkpoint::Mode::ExactlyOnce && kafka_sources > 0 {
+                env.transactional_id = Some(crate::kafka::transactional_id(spec.name, &instance));
+                env.txn_timeouts = crate::kafka::TxnTimeouts::for_checkpoint_interval(interval)
+                    .map_err(Error::Txn)?;
+            }
+            Some(checkpoint::Checkpointer::open(
+                c,
+                &storage,
+                interval,
+                spec.name,
+                &instance,
+                opts.from_checkpoint.as_deref(),
+            )?)
+        }
+    };
     // Sources first: a missing input must not cost the outputs their old content.
     let mut sources = Vec::with_capacity(resolved.sources.len());
     for s in &resolved.sources {
@@ -481,9 +589,20 @@ fn execute<P: Pipeline>(
             finished: false,
             tracks_offsets,
             aligned: s.groups.partitions,
+            task: s.groups.task,
+            kafka: matches!(s.kind, crate::source::SourceKind::Kafka(_)),
+            replay: Vec::new(),
+            start: std::collections::BTreeMap::new(),
         });
     }
-    let mut ctx = Context::open(spec, &resolved, &env)?;
+    let mut ctx = Context::open(spec, &resolved, &env, checkpointer.is_some())?;
+    let txn = if env.exactly_once() {
+        let txn = env.transaction().map_err(Error::Txn)?;
+        txn.begin().map_err(Error::Txn)?;
+        Some(txn)
+    } else {
+        None
+    };
     let server = match opts.metrics_addr {
         Some(addr) => Some(
             MetricsServer::start(addr, spec.name, ctx.metrics.clone())
@@ -493,45 +612,60 @@ fn execute<P: Pipeline>(
     };
     tracing::info!(
         job = spec.name,
+        instance = %instance,
         sources = ?resolved.sources.iter().map(|s| format!("{} ({})", s.name, s.kind)).collect::<Vec<_>>(),
         metrics = ?server.as_ref().map(MetricsServer::local_addr),
+        checkpoints = ?checkpointer.as_ref().map(|c| format!("{} every {:?}, {}", c.store.storage().location(""), c.interval, c.mode)),
         "job started"
     );
+    if let Some(c) = &mut checkpointer {
+        c.last = Instant::now();
+    }
     let commit_interval = opts.commit_interval.unwrap_or(DEFAULT_COMMIT_INTERVAL);
-    let mut outcome = drive(
+    let mut run = Run {
         spec,
         pipeline,
-        &mut ctx,
-        &mut sources,
-        stop,
-        server.as_ref(),
+        ctx: &mut ctx,
+        sources: &mut sources,
+        checkpoints: checkpointer.map(|ck| Checkpointing { ck, txn }),
+        faults,
         commit_interval,
-    );
-    // A clean stop commits what is safe, synchronously, while the consumers are still
-    // in their groups. (Not after an error or a closed output: results may be lost.)
+        sinks_restored: false,
+        manifests: std::collections::BTreeMap::new(),
+        task_from: None,
+    };
+    let mut outcome = if kafka_sources == 0 {
+        run.restore_at_start()
+    } else {
+        Ok(())
+    }
+    .and_then(|()| run.drive(stop, server.as_ref()));
+    // A clean stop commits (a last checkpoint, or the safe offsets), synchronously,
+    // while the consumers are still in their groups. (Not after an error or a closed
+    // output: results may be lost.)
     if let Ok(Stop::Signal | Stop::Finished) = outcome
-        && sources.iter().any(|s| s.tracks_offsets)
+        && let Err(e) = run.finish()
     {
-        tracing::info!(job = spec.name, "committing offsets");
-        if let Err(e) = commit_offsets(spec, pipeline, &mut ctx, &mut sources, true) {
-            outcome = Err(e);
-        }
+        outcome = Err(e);
     }
     if !matches!(outcome, Ok(Stop::Signal | Stop::Finished)) {
+        run.abandon();
         // Results may be lost: closing the consumers must not commit anything.
-        for s in &mut sources {
+        for s in run.sources.iter_mut() {
             s.source.stop_committing();
         }
     }
     // What the stop leaves unfired (a signal: windows are not fired on the way out).
     let unfired = match outcome {
-        Ok(Stop::Signal) => pipeline
+        Ok(Stop::Signal) => run
+            .pipeline
             .unfired_events()
             .into_iter()
             .filter_map(|(flow, n)| Some((*spec.flows.get(flow)?, n)))
             .collect(),
         _ => Vec::new(),
     };
+    drop(run);
     refresh_partition_metrics(&mut ctx, &sources);
     drop(sources);
     ctx.progress();

@@ -74,6 +74,45 @@ struct State {
     changes: Vec<PartitionChange>,
     /// The metadata of the last `Source::commit`, for the commits of revocations.
     metadata: CommitMetadata,
+    /// Per partition: the watermark after the last processed batch (or the restored
+    /// one) and the position below which records were processed before a restart.
+    marks: std::collections::BTreeMap<u32, (i64, u64)>,
+}
+
+impl State {
+    /// The metadata to commit with offset `offset` of partition `p`: the caller's if it
+    /// gave one, else `streamc1;wm=<watermark>;pos=<position>` (what a restart without
+    /// checkpoints resumes from), else none.
+    fn metadata_for(&self, p: u32, offset: u64, given: &CommitMetadata) -> Option<String> {
+        if let Some(m) = given.get(&p).filter(|m| !m.is_empty()) {
+            return Some(m.clone());
+        }
+        let &(restored, replayed) = self.marks.get(&p)?;
+        // The watermark the record at `offset` was judged against (a replay from there
+        // judges every record as before), else the restored one (nothing read since).
+        let watermark = self.offsets.watermark_at(p, offset).unwrap_or(restored);
+        let position = self
+            .offsets
+            .position(p)
+            .unwrap_or(offset)
+            .max(offset)
+            .max(replayed);
+        Some(
+            crate::checkpoint::OffsetMetadata::Position {
+                watermark,
+                position,
+            }
+            .to_string(),
+        )
+    }
+
+    /// [`State::metadata_for`] of every offset.
+    fn metadata_of(&self, offsets: &[(u32, u64)], given: &CommitMetadata) -> CommitMetadata {
+        offsets
+            .iter()
+            .filter_map(|&(p, o)| Some((p, self.metadata_for(p, o, given)?)))
+            .collect()
+    }
 }
 
 impl Shared {
@@ -132,7 +171,9 @@ impl SourceContext {
                     offsets.push((p, o));
                 }
             }
-            (offsets, st.metadata.clone())
+            // The watermarks as of the last processed batch: nothing was processed since.
+            let metadata = st.metadata_of(&offsets, &CommitMetadata::new());
+            (offsets, metadata)
         };
         if offsets.is_empty() {
             return;
@@ -411,6 +452,7 @@ impl KafkaSource {
                 held_from: i64::MIN,
                 changes: Vec::new(),
                 metadata: CommitMetadata::new(),
+                marks: std::collections::BTreeMap::new(),
             }),
         });
         let context = SourceContext {
@@ -585,6 +627,7 @@ impl KafkaSource {
                     if let Some(part) = parts.get_mut(p as usize) {
                         *part = Part::default();
                     }
+                    shared.lock().marks.remove(&p);
                     batch.revoke_partition(p);
                 }
             }
@@ -746,8 +789,16 @@ impl Source for KafkaSource {
         let mut st = self.shared.lock();
         st.held_from = held_from;
         for r in runs {
-            st.offsets
-                .processed(r.partition, r.first, r.next, r.max_event_time);
+            st.offsets.processed_with(
+                r.partition,
+                r.first,
+                r.next,
+                r.max_event_time,
+                r.watermark_before,
+                r.watermark,
+            );
+            let replayed = st.marks.get(&r.partition).map_or(0, |m| m.1);
+            st.marks.insert(r.partition, (r.watermark, replayed));
         }
     }
 
@@ -760,16 +811,18 @@ impl Source for KafkaSource {
         if self.exactly_once || self.shared.frozen.load(Ordering::Acquire) {
             return Ok(());
         }
-        let offsets = {
+        let (offsets, metadata) = {
             let mut st = self.shared.lock();
             st.held_from = held_from;
             st.metadata.clone_from(metadata);
-            st.offsets.to_commit(held_from, sync)
+            let offsets = st.offsets.to_commit(held_from, sync);
+            let metadata = st.metadata_of(&offsets, metadata);
+            (offsets, metadata)
         };
         if offsets.is_empty() {
             return Ok(());
         }
-        let tpl = tpl_of(&self.topic, &offsets, metadata)
+        let tpl = tpl_of(&self.topic, &offsets, &metadata)
             .map_err(|e| SourceError::msg(format!("cannot build an offset commit: {e}")))?;
         let result = if sync {
             self.consumer.commit(&tpl, CommitMode::Sync)
@@ -1002,6 +1055,54 @@ impl ConsumerControl for KafkaSource {
         drop(st);
         tracing::info!(source = self.name, topic = %self.topic, offsets = ?offsets, "partitions sought");
         Ok(())
+    }
+
+    fn commit_offsets(
+        &mut self,
+        offsets: &[(u32, u64, String)],
+        timeout: Duration,
+    ) -> Result<(), ConsumerError> {
+        const WHAT: &str = "committing offsets";
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let plain: Vec<(u32, u64)> = offsets.iter().map(|(p, o, _)| (*p, *o)).collect();
+        let metadata: CommitMetadata = offsets.iter().map(|(p, _, m)| (*p, m.clone())).collect();
+        let tpl =
+            tpl_of(&self.topic, &plain, &metadata).map_err(|e| self.failed(WHAT, e.to_string()))?;
+        // A synchronous commit waits up to the consumer's own timeouts; bound it here.
+        let started = Instant::now();
+        let result = self.consumer.commit(&tpl, CommitMode::Sync);
+        if started.elapsed() > timeout {
+            tracing::warn!(source = self.name, topic = %self.topic, "an offset commit took {:?}", started.elapsed());
+        }
+        result.map_err(|e| self.timed_out_or_failed(WHAT, &e, timeout))?;
+        let mut st = self.shared.lock();
+        for &(p, o) in &plain {
+            st.offsets.confirmed(p, o);
+        }
+        Ok(())
+    }
+
+    fn partition_count(&self, timeout: Duration) -> Result<u32, ConsumerError> {
+        const WHAT: &str = "reading the partitions";
+        let md = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), timeout)
+            .map_err(|e| self.timed_out_or_failed(WHAT, &e, timeout))?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic)
+            .ok_or_else(|| self.failed(WHAT, "the topic is not in the metadata".into()))?;
+        if let Some(e) = t.error() {
+            return Err(self.failed(WHAT, format!("{e:?}")));
+        }
+        Ok(u32::try_from(t.partitions().len()).unwrap_or(u32::MAX))
+    }
+
+    fn note_restored(&mut self, p: u32, watermark: i64, position: u64) {
+        self.shared.lock().marks.insert(p, (watermark, position));
     }
 
     fn positions(&self) -> Vec<(u32, u64)> {

@@ -66,6 +66,9 @@ pub struct KafkaEnv {
     pub brokers: Option<String>,
     /// The job's name (`client.id` is `streamc-<job>`).
     pub job: String,
+    /// `--instance-id`: this instance of the job (static membership names the consumer
+    /// `<group id>-<instance>`).
+    pub instance: String,
     /// `--bounded`: every Kafka source reads its partitions up to the end offsets they
     /// had when the job started, then ends (its watermark goes to +infinity, every
     /// window fires, offsets are committed and the job exits 0).
@@ -101,6 +104,7 @@ impl KafkaEnv {
         KafkaEnv {
             brokers: brokers.filter(|b| !b.trim().is_empty()),
             job: job.to_string(),
+            instance: "0".to_string(),
             bounded: false,
             transactional_id: None,
             txn_timeouts: TxnTimeouts::default(),
@@ -294,6 +298,24 @@ pub trait ConsumerControl {
     /// (`Source::processed`) since its assignment or last seek.
     fn positions(&self) -> Vec<(u32, u64)>;
 
+    /// Commits `offsets` (partition, next offset, metadata) synchronously, at most
+    /// `timeout`: at-least-once checkpoints commit the checkpoint's offsets this way
+    /// once it is durable.
+    fn commit_offsets(
+        &mut self,
+        offsets: &[(u32, u64, String)],
+        timeout: Duration,
+    ) -> Result<(), ConsumerError>;
+
+    /// How many partitions the topic has (asked of the brokers, at most `timeout`).
+    fn partition_count(&self, timeout: Duration) -> Result<u32, ConsumerError>;
+
+    /// Without checkpoints: partition `p` was restored with watermark `watermark` from
+    /// committed metadata that said records below `position` had been processed; the
+    /// source's own commits carry both on (`streamc1;wm=..;pos=..`) until records move
+    /// them.
+    fn note_restored(&mut self, p: u32, watermark: i64, position: u64);
+
     /// `offsets` of this source's topic with the group metadata now, ready for
     /// `TxnProducer::commit_epoch`.
     fn group_offsets(
@@ -358,7 +380,8 @@ pub fn consumer_config(
         KafkaStart::Earliest => "earliest",
         KafkaStart::Latest => "latest",
     };
-    let cfg = layered(
+    let instance_id = format!("{}-{}", spec.group_id, env.instance);
+    let mut cfg = layered(
         &[
             ("group.id", &spec.group_id),
             ("auto.offset.reset", reset),
@@ -400,6 +423,9 @@ pub fn consumer_config(
     }
     if get(&cfg, "group.id").is_none_or(str::is_empty) {
         return Err("a Kafka source needs a non-empty group id".to_string());
+    }
+    if spec.static_membership && get(&cfg, "group.instance.id").is_none() {
+        set(&mut cfg, "group.instance.id", &instance_id);
     }
     if env.exactly_once()
         && get(&cfg, "isolation.level").is_some_and(|v| !v.eq_ignore_ascii_case("read_committed"))
@@ -488,6 +514,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            static_membership: false,
         }
     }
 

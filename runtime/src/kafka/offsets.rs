@@ -26,6 +26,9 @@ use std::collections::{BTreeMap, VecDeque};
 struct Block {
     first: u64,
     max_event_time: i64,
+    /// The partition's watermark before the block's first record: where a replay from
+    /// `first` starts (see [`OffsetTracker::watermark_at`]).
+    wm_before: i64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -38,6 +41,8 @@ struct Part {
     requested: Option<u64>,
     /// The last offset the broker confirmed.
     committed: Option<u64>,
+    /// The partition's watermark after the last processed record.
+    wm_after: i64,
 }
 
 /// Safe commit offsets of the partitions assigned to one consumer.
@@ -55,7 +60,13 @@ impl OffsetTracker {
     /// Partition `p` is assigned: tracking starts afresh (reading resumes from the
     /// group's committed offset).
     pub fn assign(&mut self, p: u32) {
-        self.parts.insert(p, Part::default());
+        self.parts.insert(
+            p,
+            Part {
+                wm_after: i64::MIN,
+                ..Part::default()
+            },
+        );
     }
 
     /// Partition `p` is revoked: its tracking is dropped.
@@ -77,17 +88,44 @@ impl OffsetTracker {
     /// among them is `max_event_time` (`i64::MIN` if none had one). Records of a
     /// partition that is not assigned are ignored (never committed).
     pub fn processed(&mut self, p: u32, first: u64, next: u64, max_event_time: i64) {
+        self.processed_with(p, first, next, max_event_time, i64::MIN, i64::MIN);
+    }
+
+    /// [`OffsetTracker::processed`], with the partition's watermark before the run's
+    /// first record and after its last.
+    pub fn processed_with(
+        &mut self,
+        p: u32,
+        first: u64,
+        next: u64,
+        max_event_time: i64,
+        wm_before: i64,
+        wm_after: i64,
+    ) {
         let Some(part) = self.parts.get_mut(&p) else {
             return;
         };
         part.position = Some(part.position.map_or(next, |pos| pos.max(next)));
+        part.wm_after = part.wm_after.max(wm_after);
         match part.blocks.back() {
             Some(last) if max_event_time <= last.max_event_time => {}
             _ => part.blocks.push_back(Block {
                 first,
                 max_event_time,
+                wm_before,
             }),
         }
+    }
+
+    /// The partition's watermark when the record at `offset` was about to be processed,
+    /// for an offset [`OffsetTracker::safe_offset`] returned: a block's start, or the
+    /// position (the watermark now). None otherwise.
+    pub fn watermark_at(&self, p: u32, offset: u64) -> Option<i64> {
+        let part = self.parts.get(&p)?;
+        if let Some(b) = part.blocks.iter().find(|b| b.first == offset) {
+            return Some(b.wm_before);
+        }
+        (part.position == Some(offset)).then_some(part.wm_after)
     }
 
     /// The offset of partition `p` that is safe to commit with `held_from`: the first

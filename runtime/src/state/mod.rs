@@ -291,11 +291,11 @@ impl<O: Operator> Groups<O> {
 
     /// The watermark of `partition` of the operator's source advanced (partition-aligned
     /// flows follow it).
+    /// The instance is made if the partition has none yet: a partition restored with
+    /// a watermark (and no state) judges its first records against it.
     pub fn advance_partition(&mut self, partition: u32, wm: i64, emit: &mut impl FnMut(O::Output)) {
-        if let Alignment::Partition { .. } = self.alignment
-            && let Some(Some(o)) = self.groups.get_mut(partition as usize)
-        {
-            o.advance(wm, emit);
+        if let Alignment::Partition { .. } = self.alignment {
+            self.get_mut(partition).advance(wm, emit);
         }
     }
 

@@ -214,6 +214,22 @@ impl Decoder<'_> {
     }
 
     /// A non-negative integer (`50000`, `50_000`).
+    /// `true` or `false`.
+    pub fn boolean(&mut self, entry: &Entry, what: &str) -> Option<bool> {
+        let s = self.string(entry, "`true` or `false`")?;
+        match s.value.as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            other => {
+                self.error(
+                    Diagnostic::error(format!("invalid {what} `{}`", short(other)))
+                        .label(s.span, "expected `true` or `false`"),
+                );
+                None
+            }
+        }
+    }
+
     pub fn u64(&mut self, entry: &Entry, what: &str) -> Option<u64> {
         if let NodeKind::Scalar(s) = &entry.value.kind {
             let digits: String = s.value.trim().chars().filter(|c| *c != '_').collect();

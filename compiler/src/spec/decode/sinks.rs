@@ -3,7 +3,8 @@
 use super::{Decoder, short};
 use crate::diag::{Diagnostic, Span, did_you_mean};
 use crate::spec::ast::{
-    CheckpointDecl, RedisDecl, ServeDecl, SinkBody, SinkDecl, Spanned, StateBackend, StateDecl,
+    CheckpointDecl, CheckpointMode, RedisDecl, ServeDecl, SinkBody, SinkDecl, Spanned,
+    StateBackend, StateDecl,
 };
 
 /// `HOST:PORT` or `:PORT` with a numeric port (the host is resolved at run time).
@@ -266,7 +267,7 @@ impl Decoder<'_> {
             &e.value,
             "checkpoint",
             e.key.span,
-            &["interval", "storage"],
+            &["interval", "storage", "mode", "retain"],
             false,
         )?;
         let interval = self
@@ -291,11 +292,45 @@ impl Decoder<'_> {
                 ),
             )
             .and_then(|s| self.nonempty_string(s, "a storage URL"));
+        let mode = k.get("mode").and_then(|m| {
+            let s = self.string(m, "`exactly_once` or `at_least_once`")?;
+            let value = match s.value.as_str() {
+                "exactly_once" => CheckpointMode::ExactlyOnce,
+                "at_least_once" => CheckpointMode::AtLeastOnce,
+                other => {
+                    let hint = did_you_mean(other, ["exactly_once", "at_least_once"]);
+                    self.error(
+                        Diagnostic::error(format!("invalid checkpoint mode `{}`", short(other)))
+                            .label(s.span, "expected `exactly_once` or `at_least_once`")
+                            .maybe_help(hint.map(|h| format!("did you mean `{h}`?"))),
+                    );
+                    return None;
+                }
+            };
+            Some(Spanned {
+                value,
+                span: s.span,
+            })
+        });
+        let retain = k.get("retain").and_then(|r| {
+            let n = self.u64(r, "the number of checkpoints to keep")?;
+            if n == 0 {
+                self.error(
+                    Diagnostic::error("`retain` must keep at least one checkpoint")
+                        .label(r.value.span, "zero")
+                        .help("write `retain: 3` (the default) or leave it out"),
+                );
+                return None;
+            }
+            Some(n)
+        });
         self.finish(k);
         Some(CheckpointDecl {
             span: e.key.span,
             interval: interval?,
             storage: storage?,
+            mode,
+            retain,
         })
     }
 

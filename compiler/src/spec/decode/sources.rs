@@ -158,7 +158,14 @@ impl Decoder<'_> {
             &entry.value,
             format!("the kafka settings of {what}"),
             entry.key.span,
-            &["topic", "group_id", "start", "properties", "partitioned_by"],
+            &[
+                "topic",
+                "group_id",
+                "start",
+                "properties",
+                "partitioned_by",
+                "static_membership",
+            ],
             false,
         )?;
         let topic = self
@@ -206,6 +213,10 @@ impl Decoder<'_> {
             }
             partitioned_by = v;
         }
+        let static_membership = k
+            .get("static_membership")
+            .and_then(|e| self.boolean(e, "static_membership"))
+            .unwrap_or(false);
         self.finish(k);
         Some(SourceKindDecl::Kafka {
             topic: topic?.value,
@@ -213,6 +224,7 @@ impl Decoder<'_> {
             start,
             properties,
             partitioned_by,
+            static_membership,
         })
     }
 

@@ -123,6 +123,14 @@ function onChange(msg) {
   const prev = applyRow(msg.key, msg.row, msg.op);
   addChange({ key: msg.key, row: msg.row, op: msg.op, prev: prev && prev.row });
   markAll();
+  refreshKeysSoon();
+}
+
+// The top keys follow changes within half a second (and every 3 s regardless).
+let keysSoon = null;
+function refreshKeysSoon() {
+  if (keysSoon) return;
+  keysSoon = setTimeout(() => { keysSoon = null; refreshKeys(); }, 500);
 }
 
 function setFeeds(list) {
@@ -298,14 +306,28 @@ function seriesKeys() {
   return Object.keys(S.windows).sort(naturalCmp).slice(0, S.topN);
 }
 
+// The points of a chart: one x per window start. A key without a window at some x is
+// `undefined` there (uPlot draws the line across it); where no key has a window for
+// more than ten window lengths (the job was stopped, or idle), a `null` point breaks
+// every line, so that a line never claims data across hours of nothing.
 function chartData(agg, keys) {
   const xsSet = new Set();
-  for (const k of keys) for (const e of (S.windows[k] || new Map()).values()) xsSet.add(e.start);
-  const xs = [...xsSet].sort((a, b) => a - b);
+  const lengths = [];
+  for (const k of keys) for (const e of (S.windows[k] || new Map()).values()) { xsSet.add(e.start); lengths.push(e.end - e.start); }
+  const starts = [...xsSet].sort((a, b) => a - b);
+  lengths.sort((a, b) => a - b);
+  const typical = lengths.length ? Math.max(1, lengths[lengths.length >> 1]) : 1;
+  const xs = [];
+  const breaks = new Set();
+  starts.forEach((x, i) => {
+    if (i > 0 && x - starts[i - 1] > 10 * typical) { breaks.add(xs.length); xs.push(starts[i - 1] + typical); }
+    xs.push(x);
+  });
   const index = new Map(xs.map((x, i) => [x, i]));
+  for (const i of breaks) index.delete(xs[i]);
   const marks = keys.map(() => new Array(xs.length).fill(null));
   const series = keys.map((k, si) => {
-    const ys = new Array(xs.length).fill(null);
+    const ys = xs.map((x, i) => (breaks.has(i) ? null : undefined));
     for (const e of (S.windows[k] || new Map()).values()) {
       const i = index.get(e.start);
       const v = e.row[agg];
@@ -369,7 +391,7 @@ function renderCharts() {
         cursor: { points: { size: 7 } },
         series: [
           { label: "window", value: (u, v) => (v === null || v === undefined ? "" : fmtTime(v * 1000, false)) },
-          ...keys.map((k, i) => ({ label: k, stroke: PALETTE[i % PALETTE.length], width: 2, spanGaps: true, points: { show: true, size: 5 }, value: (u, v) => fmtNum(v) })),
+          ...keys.map((k, i) => ({ label: k, stroke: PALETTE[i % PALETTE.length], width: 2, spanGaps: false, points: { show: true, size: 5 }, value: (u, v) => fmtNum(v) })),
         ],
         axes: [
           { label: "window start (event time)", labelSize: 18, space: 90, stroke: "#667085", grid: { stroke: "#eef0f3" }, values: (u, vals) => vals.map((v) => fmtTime(v * 1000, false)) },
