@@ -266,7 +266,10 @@ fn the_example_names_what_this_build_cannot_run() {
         .unwrap()
         + 1;
     let at = format!("{}:{line}:", EXAMPLE.rsplit('/').next().unwrap());
-    assert!(rendered.contains(&at), "backend: rocksdb at {at}: {rendered}");
+    assert!(
+        rendered.contains(&at),
+        "backend: rocksdb at {at}: {rendered}"
+    );
 }
 
 #[test]
