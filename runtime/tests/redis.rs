@@ -461,3 +461,23 @@ fn progress_is_stored_and_published() {
     let stored: Json = serde_json::from_str(stored.as_str().unwrap()).unwrap();
     assert_eq!(stored["sources"][0]["name"], json!("clicks"));
 }
+
+#[test]
+fn the_change_log_is_bounded_near_its_length_and_ends_with_the_newest_change() {
+    let mut t = case("bounded", 10_000, None);
+    t.spec.stream_max_len = 200;
+    let mut c = redis();
+    let rows: Vec<String> = (0..2000u64)
+        .map(|i| row(i % 7, i as i64 * 1000, i, 0, false))
+        .collect();
+    let mut sink = RedisSink::open(&t.spec).unwrap();
+    write(&mut sink, &rows);
+    let len = c.cmd(&["XLEN", &t.spec.stream]).unwrap().as_int().unwrap();
+    // `MAXLEN ~`: Redis trims whole nodes (100 entries each by default), so the log
+    // holds at least the length asked for and at most a node more.
+    assert!((200..=400).contains(&len), "{len} entries");
+    let last = log(&mut c, &t.spec.stream).pop().unwrap();
+    assert_eq!(last.3["views"], json!(1999));
+    // The sorted sets keep their windows whatever the log's length.
+    assert_eq!(windows(&mut c, &format!("{}:views:0", t.prefix)).len(), 286);
+}

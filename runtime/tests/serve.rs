@@ -1009,3 +1009,34 @@ fn cors_preflight_allows_the_resume_header() {
     }
     server.stop().unwrap();
 }
+
+#[test]
+fn one_redis_subscription_serves_every_client() {
+    let c = case("one-sub");
+    let mut sink = RedisSink::open(&c.spec).unwrap();
+    let server = Server::start(&c.spec.stream, HubConfig::default());
+    let mut clients: Vec<Sse> = (0..20)
+        .map(|_| Sse::open(server.addr, &format!("feed={}&snapshot=0", c.feed()), None))
+        .collect();
+    let mut ws = ws_connect(server.addr, &format!("feed={}", c.feed()));
+    assert_eq!(ws_next(&mut ws).unwrap()["type"], json!("snapshot"));
+    // (Another test cuts every subscription once: the server then subscribes again, so
+    // the count may be 0 for a moment, never more than 1.)
+    let mut r = redis();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + T;
+    while seen.last() != Some(&1) || seen.len() < 5 {
+        assert!(Instant::now() < deadline, "subscribers seen: {seen:?}");
+        let subs = r.cmd(&["PUBSUB", "NUMSUB", &c.spec.channel]).unwrap();
+        let n = subs.as_array().unwrap()[1].as_int().unwrap();
+        assert!(n <= 1, "{n} subscriptions for 21 clients");
+        seen.push(n);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    write(&mut sink, &[row("a", 0, 5, 0)]);
+    for s in &mut clients {
+        assert_eq!(views(&s.change(T).unwrap()), 5);
+    }
+    assert_eq!(ws_next(&mut ws).unwrap()["row"]["views"], json!(5));
+    server.stop().unwrap();
+}

@@ -129,6 +129,18 @@ impl Checker<'_> {
                 }
                 writers.push((f, at));
             }
+            let named = spec.flows.iter().any(|d| {
+                d.to.iter().any(|t| t.value == *name)
+                    || d.late.as_ref().is_some_and(|l| l.value == *name)
+            });
+            if writers.is_empty() && !named {
+                // (When a flow names it but has errors of its own, those are reported.)
+                self.error(
+                    Diagnostic::error(format!("no flow writes Redis sink `{name}`"))
+                        .label(sink.name.span, "a Redis sink without a flow")
+                        .help("a Redis sink holds the windows of one flow: name it in that flow's `to`, or remove it"),
+                );
+            }
             if let [(first, _), (second, at), ..] = writers.as_slice() {
                 self.error(
                     Diagnostic::error(format!(

@@ -402,6 +402,15 @@ fn lit(l: &Lit, ty: Option<Type>) -> TokenStream {
             }
         },
         Lit::Float(x) => match ty {
+            // A literal past f32 is infinity there, as the arithmetic would give (and no
+            // token: a literal token cannot be infinite).
+            Some(Type::F32) if !(*x as f32).is_finite() => {
+                if *x > 0.0 {
+                    some(quote!(f32::INFINITY))
+                } else {
+                    some(quote!(f32::NEG_INFINITY))
+                }
+            }
             Some(Type::F32) => some(tok(Literal::f32_suffixed(*x as f32))),
             Some(
                 Type::F64

@@ -271,6 +271,16 @@ fn number(text: &str, mut i: usize) -> Result<(Tok, usize), LexError> {
             label: "not a number".to_string(),
             help: None,
         })?;
+        // (Rust reads `1e400` as infinity.)
+        if !v.is_finite() {
+            return Err(LexError {
+                message: format!("the number `{lit}` is too large"),
+                start,
+                end: i,
+                label: "past the largest float".to_string(),
+                help: Some("floats reach about 1.8e308 (f64) and 3.4e38 (f32)".to_string()),
+            });
+        }
         Ok((Tok::Float(v), i))
     } else {
         Ok((Tok::Int(lit.to_string()), i))
@@ -363,6 +373,11 @@ mod tests {
         );
         let e = tokenize("a == 1").unwrap_err();
         assert_eq!((e.start, e.end), (2, 4));
+        let e = tokenize("x > 1e400").unwrap_err();
+        assert_eq!(
+            (e.start, e.end, e.message.as_str()),
+            (4, 9, "the number `1e400` is too large")
+        );
         let e = tokenize("a $ 1").unwrap_err();
         assert_eq!(e.message, "unexpected character `$` in expression");
         let e = tokenize("ts > 10s").unwrap_err();
