@@ -119,6 +119,28 @@ pub fn short_usage(spec: &JobSpec) -> String {
     s
 }
 
+/// What a restart after a crash may do to a sink's output, for `--help`.
+fn delivery(spec: &JobSpec, kind: &SinkKind) -> &'static str {
+    use crate::checkpoint::Mode;
+    let mode = spec.checkpoint.as_ref().map(|c| c.mode);
+    match (mode, kind) {
+        (Some(Mode::ExactlyOnce), SinkKind::Kafka { .. }) => {
+            "exactly once: one Kafka transaction per checkpoint"
+        }
+        (Some(_), SinkKind::File { .. }) => {
+            "exactly once: truncated back to the checkpoint on restore"
+        }
+        (Some(Mode::AtLeastOnce), SinkKind::Kafka { .. }) | (Some(_), SinkKind::Stdout) => {
+            "at least once: rows after the last checkpoint may repeat"
+        }
+        (None, SinkKind::Kafka { .. } | SinkKind::File { .. } | SinkKind::Stdout) => {
+            "at least once: rows may repeat after a restart"
+        }
+        (_, SinkKind::Redis(_)) => "idempotent by key, window and revision",
+        (_, SinkKind::Serve(_)) => "live view",
+    }
+}
+
 /// The `--help` text of the job's binary: the flags that apply to its sources and
 /// sinks (a job without Kafka lists no Kafka flags), its sources and sinks, and where
 /// each source's invalid records go by default.
@@ -180,7 +202,12 @@ pub fn usage(spec: &JobSpec) -> String {
     }
     s.push_str("\nSinks:\n");
     for sink in &spec.sinks {
-        s.push_str(&format!("  {:<26} {}\n", sink.name, sink.kind));
+        s.push_str(&format!(
+            "  {:<26} {} ({})\n",
+            sink.name,
+            sink.kind,
+            delivery(spec, &sink.kind)
+        ));
     }
     s.push_str(
         "\nDead letters (invalid records, kept byte-exact; a file is created at the first one):\n",
@@ -535,6 +562,67 @@ fn last_override<T>(list: &[(usize, T)], i: usize) -> Option<&T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoint_flags_and_delivery_in_help() {
+        let sink = |name, kind| crate::sink::SinkSpec { name, kind };
+        let mut spec = JobSpec {
+            name: "job",
+            sources: vec![],
+            sinks: vec![
+                sink(
+                    "out",
+                    SinkKind::Kafka {
+                        topic: "t".into(),
+                        properties: vec![],
+                    },
+                ),
+                sink("debug", SinkKind::Stdout),
+            ],
+            dead_letters: vec![],
+            flows: vec![],
+            checkpoint: None,
+        };
+        // Without `checkpoint:` the flags are refused and everything is at least once.
+        let err = parse_args(&spec, ["--checkpoint-interval", "1s"]).unwrap_err();
+        assert!(err.to_string().contains("takes no checkpoints"), "{err}");
+        assert!(!usage(&spec).contains("--from-checkpoint"));
+        assert_eq!(usage(&spec).matches("at least once").count(), 2);
+        spec.checkpoint = Some(crate::driver::CheckpointSpec {
+            interval_ms: 1000,
+            storage: "file:///tmp/ck".into(),
+            mode: crate::checkpoint::Mode::ExactlyOnce,
+            retain: None,
+        });
+        let Command::Run(opts) = parse_args(
+            &spec,
+            [
+                "--checkpoint-interval",
+                "250ms",
+                "--instance-id",
+                "b",
+                "--from-checkpoint",
+                "a/7",
+            ],
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(opts.checkpoint_interval, Some(Duration::from_millis(250)));
+        assert_eq!(opts.instance_id.as_deref(), Some("b"));
+        assert_eq!(opts.from_checkpoint.as_deref(), Some("a/7"));
+        assert!(parse_args(&spec, ["--instance-id", "a/b"]).is_err());
+        let help = usage(&spec);
+        assert!(help.contains("--from-checkpoint"), "{help}");
+        assert!(
+            help.contains("exactly once: one Kafka transaction per checkpoint"),
+            "{help}"
+        );
+        assert!(
+            help.contains("at least once: rows after the last checkpoint may repeat"),
+            "{help}"
+        );
+    }
 
     #[test]
     fn commit_interval_and_kafka_flags() {

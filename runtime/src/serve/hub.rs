@@ -1093,6 +1093,32 @@ mod tests {
     }
 
     #[test]
+    fn a_resume_from_another_process_or_the_future_resyncs() {
+        let h = hub(100, 16);
+        for i in 1..=5 {
+            h.publish(&change(i, "k", i as i64 * 1000, i, 0, Op::Upsert));
+        }
+        let f = Filter::default();
+        // An id of an earlier run of the job (another epoch), though its sequence is
+        // within this run's ring; one past this hub's position; one of this run.
+        let earlier = EventId { ms: 6, seq: 2 };
+        let s = h.subscribe(&f, Start::Resume(earlier), 10, false);
+        assert_eq!(s.initial.len(), 1);
+        assert_eq!(json(&s.initial[0])["resync"], "gone");
+        let s = h.subscribe(&f, Start::Resume(id(9)), 10, true);
+        assert_eq!(json(&s.initial[0])["resync"], "gone");
+        assert_eq!(s.backfill, None);
+        let s = h.subscribe(&f, Start::Resume(id(2)), 10, false);
+        assert_eq!(
+            s.initial
+                .iter()
+                .map(|o| json(o)["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>(),
+            ["7-3", "7-4", "7-5"]
+        );
+    }
+
+    #[test]
     fn subscribing_is_gap_free_against_a_concurrent_writer() {
         let h = hub(1_000_000, 1 << 16);
         let writer = {
