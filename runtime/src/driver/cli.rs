@@ -99,7 +99,10 @@ pub fn short_usage(spec: &JobSpec) -> String {
         spec.name
     );
     if uses.kafka {
-        s.push_str(" [--brokers ADDRS] [--group-id SOURCE=ID] [--commit-interval MS] [--bounded]");
+        s.push_str(" [--brokers ADDRS] [--group-id SOURCE=ID] [--bounded]");
+        if !uses.checkpoints {
+            s.push_str(" [--commit-interval MS]");
+        }
     }
     if uses.redis {
         s.push_str(" [--redis URL]");
@@ -162,10 +165,14 @@ pub fn usage(spec: &JobSpec) -> String {
             "\x20 --brokers ADDRS            Kafka bootstrap servers, host:port[,host:port...]\n\
              \x20                            (default: $STREAMC_BROKERS, else the spec's, else 127.0.0.1:9092)\n\
              \x20 --group-id SOURCE=ID       consumer group of Kafka source SOURCE\n\
-             \x20 --commit-interval MS       commit Kafka offsets every MS milliseconds (also 5s, 1m; default 5s)\n\
              \x20 --bounded                  read Kafka sources up to the end offsets they have at start,\n\
              \x20                            then fire every window, commit and exit 0 (backfill, replay)\n",
         );
+        if !uses.checkpoints {
+            s.push_str(
+                "\x20 --commit-interval MS       commit Kafka offsets every MS milliseconds (also 5s, 1m; default 5s)\n",
+            );
+        }
     }
     if uses.redis {
         s.push_str(
@@ -365,10 +372,13 @@ where
                 opts.brokers = Some(v.trim().to_string());
             }
             Long("commit-interval") => {
-                opts.commit_interval = Some(parse_interval(
-                    "commit-interval",
-                    parser.value().map_err(lex)?,
-                )?);
+                let v = parse_interval("commit-interval", parser.value().map_err(lex)?)?;
+                if spec.checkpoint.is_some() {
+                    return Err(usage_error(
+                        "--commit-interval: this job commits its offsets with each checkpoint; use --checkpoint-interval",
+                    ));
+                }
+                opts.commit_interval = Some(v);
             }
             Long("bounded") => opts.bounded = true,
             Long("redis") => {
@@ -612,6 +622,8 @@ mod tests {
         assert_eq!(opts.instance_id.as_deref(), Some("b"));
         assert_eq!(opts.from_checkpoint.as_deref(), Some("a/7"));
         assert!(parse_args(&spec, ["--instance-id", "a/b"]).is_err());
+        let err = parse_args(&spec, ["--commit-interval", "1s"]).unwrap_err();
+        assert!(err.to_string().contains("--checkpoint-interval"), "{err}");
         let help = usage(&spec);
         assert!(help.contains("--from-checkpoint"), "{help}");
         assert!(
