@@ -99,10 +99,11 @@ pub fn short_usage(spec: &JobSpec) -> String {
         spec.name
     );
     if uses.kafka {
-        s.push_str(" [--brokers ADDRS] [--group-id SOURCE=ID] [--bounded]");
+        s.push_str(" [--brokers ADDRS] [--group-id SOURCE=ID]");
         if !uses.checkpoints {
             s.push_str(" [--commit-interval MS]");
         }
+        s.push_str(" [--bounded]");
     }
     if uses.redis {
         s.push_str(" [--redis URL]");
