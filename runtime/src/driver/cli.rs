@@ -245,6 +245,16 @@ fn usage_error(msg: impl Into<String>) -> Error {
     Error::Usage(msg.into())
 }
 
+/// `--FLAG` only applies to a job with `checkpoint:`.
+fn needs_checkpoints(spec: &JobSpec, flag: &str) -> Result<(), Error> {
+    match spec.checkpoint {
+        Some(_) => Ok(()),
+        None => Err(usage_error(format!(
+            "--{flag}: this job takes no checkpoints; add `checkpoint:` to its spec and build it again"
+        ))),
+    }
+}
+
 fn name_and_path(
     flag: &str,
     value: OsString,
@@ -415,11 +425,7 @@ where
             }
             Long("checkpoint-storage") => {
                 let v = utf8("checkpoint-storage", parser.value().map_err(lex)?)?;
-                if spec.checkpoint.is_none() {
-                    return Err(usage_error(
-                        "--checkpoint-storage: this job takes no checkpoints; add `checkpoint:` to its spec and build it again",
-                    ));
-                }
+                needs_checkpoints(spec, "checkpoint-storage")?;
                 if v.trim().is_empty() {
                     return Err(usage_error("--checkpoint-storage: empty"));
                 }
@@ -427,20 +433,12 @@ where
             }
             Long("checkpoint-interval") => {
                 let v = parse_interval("checkpoint-interval", parser.value().map_err(lex)?)?;
-                if spec.checkpoint.is_none() {
-                    return Err(usage_error(
-                        "--checkpoint-interval: this job takes no checkpoints; add `checkpoint:` to its spec and build it again",
-                    ));
-                }
+                needs_checkpoints(spec, "checkpoint-interval")?;
                 opts.checkpoint_interval = Some(v);
             }
             Long("from-checkpoint") => {
                 let v = utf8("from-checkpoint", parser.value().map_err(lex)?)?;
-                if spec.checkpoint.is_none() {
-                    return Err(usage_error(
-                        "--from-checkpoint: this job takes no checkpoints; add `checkpoint:` to its spec and build it again",
-                    ));
-                }
+                needs_checkpoints(spec, "from-checkpoint")?;
                 opts.from_checkpoint = Some(v.trim().to_string());
             }
             Long("group-id") => {
