@@ -749,3 +749,45 @@ fn sigterm_stops_an_unbounded_source_cleanly() {
     // The endpoint is gone with the job.
     assert!(http_get(port, "/metrics").is_none());
 }
+
+#[test]
+fn the_summary_names_each_count_and_where_unfired_windows_went() {
+    let mut metrics =
+        streamc_runtime::metrics::Metrics::new(["clicks"], ["views"], ["out", "late"]);
+    metrics.sources[0].records_in = 10;
+    metrics.sources[0].invalid = 1;
+    metrics.sources[0].ahead_of_clock = 2;
+    metrics.flows[0].late = 3;
+    metrics.sinks[0].rows_out = 4;
+    metrics.sinks[1].rows_out = 2;
+    metrics.sinks[1].late_out = 2;
+    let mut summary = Summary {
+        job: "job",
+        stop: Stop::Signal,
+        metrics,
+        elapsed: Duration::from_secs(2),
+        outputs: vec!["sink `out` (stdout)".into(), "sink `late` (file l)".into()],
+        dead_letters: vec!["dead-letter output `dlq` (file d)".into()],
+        unfired: vec![("views", 5)],
+        kafka_sources: true,
+        saved_in: None,
+    };
+    assert_eq!(
+        summary.to_string(),
+        "job: stopped by signal after 2.00 s: 10 events read (5 events/s)\n\
+         \x20 4 result rows: 4 to sink `out` (stdout)\n\
+         \x20 3 too-late events: 2 to sink `late` (file l), 1 counted and dropped (their flow has no `late` sink)\n\
+         \x20 1 invalid events: 1 of source `clicks` to dead-letter output `dlq` (file d)\n\
+         \x20 2 events dated ahead of the wall clock (see the warning above)\n\
+         \x20 5 events in windows that had not fired (5 in flow `views`): not in any result yet; \
+         a restart reads them again from the committed Kafka offsets"
+    );
+    // With checkpoints the last one holds them.
+    summary.saved_in = Some("0/7 (/var/ck)".into());
+    assert!(
+        summary.to_string().ends_with(
+            "not in any result yet; saved in checkpoint 0/7 (/var/ck): a restart restores them"
+        ),
+        "{summary}"
+    );
+}

@@ -1040,3 +1040,75 @@ fn one_redis_subscription_serves_every_client() {
     assert_eq!(ws_next(&mut ws).unwrap()["row"]["views"], json!(5));
     server.stop().unwrap();
 }
+
+#[test]
+fn a_stalled_websocket_client_is_told_to_resync_too() {
+    let c = case("ws-stalled");
+    let mut sink = RedisSink::open(&c.spec).unwrap();
+    let server = Server::start(
+        &c.spec.stream,
+        HubConfig {
+            channel: 16,
+            ..HubConfig::default()
+        },
+    );
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&server.addr.into()).unwrap();
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(T)).unwrap();
+    let (mut ws, _) =
+        tungstenite::client(format!("ws://{}/api/ws?feed={}", server.addr, c.feed()), s).unwrap();
+    assert_eq!(ws_next(&mut ws).unwrap()["type"], json!("snapshot"));
+    // The client reads nothing while far more than the socket buffers and the
+    // 16-message channel hold is written.
+    let pad = "x".repeat(4000);
+    let rows: Vec<String> = (0..3000)
+        .map(|i| {
+            json!({"views": i, "pad": pad, "user": format!("u{}", i % 10), "window_start": i * 1000, "window_end": i * 1000 + 1000, "revision": 0})
+                .to_string()
+        })
+        .collect();
+    write(&mut sink, &rows);
+    write(&mut sink, &[row("end", 5_000_000, 7, 0)]);
+    let mut resyncs = 0;
+    let mut newest: std::collections::HashMap<String, i64> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no end marker");
+        let m = ws_next(&mut ws).unwrap_or_else(|| {
+            panic!(
+                "the stream goes on (after {resyncs} resyncs, {} keys)",
+                newest.len()
+            )
+        });
+        if m["type"] == json!("snapshot") {
+            assert_eq!(m["resync"], json!("lagged"));
+            resyncs += 1;
+            newest.clear();
+            for (k, rows) in m["windows"][c.feed()].as_object().unwrap() {
+                newest.insert(k.clone(), rows[0]["views"].as_i64().unwrap());
+            }
+            if newest.contains_key(&c.key("end")) {
+                break;
+            }
+            continue;
+        }
+        if m["type"] == json!("position") {
+            continue; // a keep-alive
+        }
+        assert_eq!(m["type"], json!("change"), "{m}");
+        if m["key"] == json!(c.key("end")) {
+            break;
+        }
+        newest.insert(
+            m["key"].as_str().unwrap().to_string(),
+            m["row"]["views"].as_i64().unwrap(),
+        );
+    }
+    assert!(resyncs >= 1, "the stalled client was told to resync");
+    for u in 0..10 {
+        assert_eq!(newest[&c.key(&format!("u{u}"))], 2990 + u, "u{u}");
+    }
+    server.stop().unwrap();
+}

@@ -207,6 +207,9 @@ pub struct Summary {
     pub unfired: Vec<(&'static str, u64)>,
     /// Some source reads Kafka (whose uncommitted records are read again on restart).
     pub kafka_sources: bool,
+    /// With checkpoints, the last one the stop took (`<instance>/<id>`, where): the
+    /// unfired windows' state is in it, and a restart restores them.
+    pub saved_in: Option<String>,
 }
 
 impl fmt::Display for Summary {
@@ -305,15 +308,17 @@ impl fmt::Display for Summary {
                 .filter(|(_, n)| *n > 0)
                 .map(|(flow, n)| format!("{n} in flow `{flow}`"))
                 .collect();
+            let after = match (&self.saved_in, self.kafka_sources) {
+                (Some(at), _) => format!("; saved in checkpoint {at}: a restart restores them"),
+                (None, true) => {
+                    "; a restart reads them again from the committed Kafka offsets".to_string()
+                }
+                (None, false) => String::new(),
+            };
             write!(
                 f,
-                "\n  {unfired} events in windows that had not fired ({}): not in any result yet{}",
+                "\n  {unfired} events in windows that had not fired ({}): not in any result yet{after}",
                 per_flow.join(", "),
-                if self.kafka_sources {
-                    "; a restart reads them again from the committed Kafka offsets"
-                } else {
-                    ""
-                }
             )?;
         }
         Ok(())
@@ -433,6 +438,7 @@ where
         dead_letters: Vec::new(),
         unfired: Vec::new(),
         kafka_sources: false,
+        saved_in: None,
     })
 }
 
@@ -753,6 +759,18 @@ fn execute<P: Pipeline>(
             .collect(),
         _ => Vec::new(),
     };
+    let saved_in = match outcome {
+        Ok(Stop::Signal) => run.checkpoints.as_ref().and_then(|c| {
+            let m = c.ck.committed.as_ref()?;
+            Some(format!(
+                "{}/{} ({})",
+                m.instance,
+                m.id,
+                c.ck.store.storage().location("")
+            ))
+        }),
+        _ => None,
+    };
     drop(run);
     refresh_partition_metrics(&mut ctx, &sources);
     drop(sources);
@@ -785,6 +803,7 @@ fn execute<P: Pipeline>(
         outputs: describe(&resolved.outputs),
         dead_letters: describe(&resolved.dead_letters),
         unfired,
+        saved_in,
         kafka_sources: resolved
             .sources
             .iter()
