@@ -646,9 +646,11 @@ impl<P: Pipeline> Run<'_, P> {
             k.last_written_bytes = manifest.written_bytes;
             k.last_completed_ms = now_ms();
             tracing::debug!(checkpoint = %reference, bytes = manifest.total_bytes, written = manifest.written_bytes, ms = k.last_duration_ms, "checkpoint committed");
-            let referenced = self.referenced();
-            if let Some(c) = &mut self.checkpoints {
-                c.ck.maybe_collect(&referenced);
+            if c.ck.collect_due() {
+                let referenced = self.referenced();
+                if let Some(c) = &mut self.checkpoints {
+                    c.ck.collect(&referenced);
+                }
             }
         }
         Ok(())
