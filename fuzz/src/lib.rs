@@ -15,6 +15,7 @@
 //! each input runs it is written to `target/fuzz/<target>.current`, so an abort (a
 //! stack overflow) leaves the input behind; `scripts/fuzz` saves it as a finding.
 
+pub mod coverage;
 pub mod decoder;
 pub mod mutate;
 pub mod spec;
@@ -110,6 +111,8 @@ pub struct Report {
     pub seeds: usize,
     pub kept: usize,
     pub signatures: usize,
+    /// With coverage: the counters of the binary, and how many were reached.
+    pub coverage: Option<(usize, usize)>,
     pub findings: Vec<(String, PathBuf)>,
 }
 
@@ -144,6 +147,7 @@ pub fn fuzz(target: &'static str, args: &Budget, panic_msg: &Arc<Mutex<String>>)
     let started = Instant::now();
     let deadline = args.seconds.map(|s| started + Duration::from_secs(s));
     let mut runs = 0u64;
+    let mut cov = coverage::Coverage::new();
     // The seeds first, as they are; then mutations of the corpus.
     let mut next_seed = 0;
     loop {
@@ -164,6 +168,7 @@ pub fn fuzz(target: &'static str, args: &Budget, panic_msg: &Arc<Mutex<String>>)
             let _ = f.write_all_at(&input, 0);
         }
         runs += 1;
+        cov.reset();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.run(&input)));
         let (signature, finding) = match outcome {
             Ok(o) => o,
@@ -188,7 +193,7 @@ pub fn fuzz(target: &'static str, args: &Budget, panic_msg: &Arc<Mutex<String>>)
             }
             continue;
         }
-        let mut new = false;
+        let mut new = cov.take_new() > 0;
         for f in signature {
             new |= signatures.insert(f);
         }
@@ -216,6 +221,7 @@ pub fn fuzz(target: &'static str, args: &Budget, panic_msg: &Arc<Mutex<String>>)
         seeds,
         kept,
         signatures: signatures.len(),
+        coverage: cov.enabled().then(|| cov.reached()),
         findings,
     }
 }

@@ -89,6 +89,9 @@ fn main() -> ExitCode {
             report.signatures,
             report.findings.len()
         );
+        if let Some((all, reached)) = report.coverage {
+            println!("  coverage: {reached} of {all} code regions reached");
+        }
         for (why, path) in &report.findings {
             println!("  {}: {why}", path.display());
         }

@@ -169,6 +169,11 @@ impl Checkpointer {
         Ok(out)
     }
 
+    /// The base of the next checkpoint's deltas (see [`Checkpointer::snapshot`]).
+    pub(super) fn base(&self) -> Option<&Manifest> {
+        self.base.as_ref()
+    }
+
     /// A checkpoint was written (durable): the base of the next one.
     pub(super) fn written(&mut self, m: &Manifest) {
         self.base = Some(m.clone());
@@ -184,12 +189,14 @@ impl Checkpointer {
         self.next_id += 1;
     }
 
-    /// Every few checkpoints: deletes this instance's checkpoints beyond the newest
-    /// `retain`, keeping any that `referenced` (committed offsets of the group) names.
-    pub(super) fn maybe_collect(&mut self, referenced: &[CheckpointRef]) {
-        if !self.taken.is_multiple_of(GC_EVERY) {
-            return;
-        }
+    /// Whether old checkpoints are collected after this one (every few).
+    pub(super) fn collect_due(&self) -> bool {
+        self.taken.is_multiple_of(GC_EVERY)
+    }
+
+    /// Deletes this instance's checkpoints beyond the newest `retain`, keeping any that
+    /// `referenced` (committed offsets of the group) names.
+    pub(super) fn collect(&mut self, referenced: &[CheckpointRef]) {
         match self.store.collect(self.retain, referenced) {
             Ok(r) => {
                 tracing::debug!(kept = ?r.kept, deleted = ?r.deleted, "old checkpoints collected");

@@ -99,7 +99,11 @@ pub fn short_usage(spec: &JobSpec) -> String {
         spec.name
     );
     if uses.kafka {
-        s.push_str(" [--brokers ADDRS] [--group-id SOURCE=ID] [--commit-interval MS] [--bounded]");
+        s.push_str(" [--brokers ADDRS] [--group-id SOURCE=ID]");
+        if !uses.checkpoints {
+            s.push_str(" [--commit-interval MS]");
+        }
+        s.push_str(" [--bounded]");
     }
     if uses.redis {
         s.push_str(" [--redis URL]");
@@ -162,10 +166,14 @@ pub fn usage(spec: &JobSpec) -> String {
             "\x20 --brokers ADDRS            Kafka bootstrap servers, host:port[,host:port...]\n\
              \x20                            (default: $STREAMC_BROKERS, else the spec's, else 127.0.0.1:9092)\n\
              \x20 --group-id SOURCE=ID       consumer group of Kafka source SOURCE\n\
-             \x20 --commit-interval MS       commit Kafka offsets every MS milliseconds (also 5s, 1m; default 5s)\n\
              \x20 --bounded                  read Kafka sources up to the end offsets they have at start,\n\
              \x20                            then fire every window, commit and exit 0 (backfill, replay)\n",
         );
+        if !uses.checkpoints {
+            s.push_str(
+                "\x20 --commit-interval MS       commit Kafka offsets every MS milliseconds (also 5s, 1m; default 5s)\n",
+            );
+        }
     }
     if uses.redis {
         s.push_str(
@@ -235,6 +243,16 @@ pub fn usage(spec: &JobSpec) -> String {
 
 fn usage_error(msg: impl Into<String>) -> Error {
     Error::Usage(msg.into())
+}
+
+/// `--FLAG` only applies to a job with `checkpoint:`.
+fn needs_checkpoints(spec: &JobSpec, flag: &str) -> Result<(), Error> {
+    match spec.checkpoint {
+        Some(_) => Ok(()),
+        None => Err(usage_error(format!(
+            "--{flag}: this job takes no checkpoints; add `checkpoint:` to its spec and build it again"
+        ))),
+    }
 }
 
 fn name_and_path(
@@ -365,10 +383,13 @@ where
                 opts.brokers = Some(v.trim().to_string());
             }
             Long("commit-interval") => {
-                opts.commit_interval = Some(parse_interval(
-                    "commit-interval",
-                    parser.value().map_err(lex)?,
-                )?);
+                let v = parse_interval("commit-interval", parser.value().map_err(lex)?)?;
+                if spec.checkpoint.is_some() {
+                    return Err(usage_error(
+                        "--commit-interval: this job commits its offsets with each checkpoint; use --checkpoint-interval",
+                    ));
+                }
+                opts.commit_interval = Some(v);
             }
             Long("bounded") => opts.bounded = true,
             Long("redis") => {
@@ -404,11 +425,7 @@ where
             }
             Long("checkpoint-storage") => {
                 let v = utf8("checkpoint-storage", parser.value().map_err(lex)?)?;
-                if spec.checkpoint.is_none() {
-                    return Err(usage_error(
-                        "--checkpoint-storage: this job takes no checkpoints; add `checkpoint:` to its spec and build it again",
-                    ));
-                }
+                needs_checkpoints(spec, "checkpoint-storage")?;
                 if v.trim().is_empty() {
                     return Err(usage_error("--checkpoint-storage: empty"));
                 }
@@ -416,20 +433,12 @@ where
             }
             Long("checkpoint-interval") => {
                 let v = parse_interval("checkpoint-interval", parser.value().map_err(lex)?)?;
-                if spec.checkpoint.is_none() {
-                    return Err(usage_error(
-                        "--checkpoint-interval: this job takes no checkpoints; add `checkpoint:` to its spec and build it again",
-                    ));
-                }
+                needs_checkpoints(spec, "checkpoint-interval")?;
                 opts.checkpoint_interval = Some(v);
             }
             Long("from-checkpoint") => {
                 let v = utf8("from-checkpoint", parser.value().map_err(lex)?)?;
-                if spec.checkpoint.is_none() {
-                    return Err(usage_error(
-                        "--from-checkpoint: this job takes no checkpoints; add `checkpoint:` to its spec and build it again",
-                    ));
-                }
+                needs_checkpoints(spec, "from-checkpoint")?;
                 opts.from_checkpoint = Some(v.trim().to_string());
             }
             Long("group-id") => {
@@ -612,6 +621,8 @@ mod tests {
         assert_eq!(opts.instance_id.as_deref(), Some("b"));
         assert_eq!(opts.from_checkpoint.as_deref(), Some("a/7"));
         assert!(parse_args(&spec, ["--instance-id", "a/b"]).is_err());
+        let err = parse_args(&spec, ["--commit-interval", "1s"]).unwrap_err();
+        assert!(err.to_string().contains("--checkpoint-interval"), "{err}");
         let help = usage(&spec);
         assert!(help.contains("--from-checkpoint"), "{help}");
         assert!(

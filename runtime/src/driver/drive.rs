@@ -605,10 +605,8 @@ impl<P: Pipeline> Run<'_, P> {
             extra: serde_json::Value::Null,
         };
         let faults = &mut self.faults;
-        let base =
-            c.ck.committed
-                .clone()
-                .filter(|m| m.instance == c.ck.store.instance());
+        // The deltas were taken against the base the snapshot chained onto.
+        let base = c.ck.base().cloned();
         let written =
             c.ck.store
                 .write_with(base.as_ref(), new, &mut || faults.reach("checkpoint.blobs"));
@@ -646,9 +644,11 @@ impl<P: Pipeline> Run<'_, P> {
             k.last_written_bytes = manifest.written_bytes;
             k.last_completed_ms = now_ms();
             tracing::debug!(checkpoint = %reference, bytes = manifest.total_bytes, written = manifest.written_bytes, ms = k.last_duration_ms, "checkpoint committed");
-            let referenced = self.referenced();
-            if let Some(c) = &mut self.checkpoints {
-                c.ck.maybe_collect(&referenced);
+            if c.ck.collect_due() {
+                let referenced = self.referenced();
+                if let Some(c) = &mut self.checkpoints {
+                    c.ck.collect(&referenced);
+                }
             }
         }
         Ok(())

@@ -501,11 +501,99 @@ pub fn main<P: Pipeline>(spec: JobSpec, mut pipeline: P) -> std::process::ExitCo
             eprintln!("{}: {e}\n{}", spec.name, short_usage(&spec));
             ExitCode::from(e.exit_code())
         }
+        Err(e) if spec.checkpoint.is_some() && restarts_from_checkpoint(&e) => {
+            restart(&spec, &e);
+            eprintln!("{}: error: {e}", spec.name);
+            ExitCode::from(e.exit_code())
+        }
         Err(e) => {
             eprintln!("{}: error: {e}", spec.name);
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// How many times in a row (each within [`RESTART_WINDOW`] of the one before) a binary
+/// restarts itself from its last checkpoint ([`restart`]) before it gives up and exits
+/// with the error.
+pub const MAX_RESTARTS: u32 = 5;
+
+/// Restarts further apart than this are not "in a row".
+pub const RESTART_WINDOW: Duration = Duration::from_secs(600);
+
+/// The environment variable counting a binary's restarts of itself: `<n>:<epoch secs>`.
+const RESTARTS_ENV: &str = "STREAMC_RESTARTS";
+
+/// Whether `e` is a failure of the exactly-once transaction that a restart from the last
+/// checkpoint recovers from: the producer failed (a fatal librdkafka error, a call that
+/// did not return within its bound), or the transaction became abortable where the
+/// driver could not roll back (a delivery failed inside a sink write). Not a fenced
+/// producer (another instance took over) nor a configuration that cannot work.
+pub fn restarts_from_checkpoint(e: &Error) -> bool {
+    use crate::kafka::TxnError;
+    let txn = match e {
+        Error::Txn(t) => Some(t),
+        Error::Sink { source, .. } => TxnError::of_sink_error(source),
+        _ => None,
+    };
+    matches!(
+        txn,
+        Some(TxnError::Fatal { .. } | TxnError::Abortable { .. })
+    )
+}
+
+/// Replaces the process with a fresh run of the same binary and arguments (without
+/// `--from-checkpoint`: the restart resumes from what the committed offsets name), which
+/// restores the last committed checkpoint; a new producer's `init_transactions` fences
+/// the failed one and aborts its transaction. Returns only if that is not possible, or
+/// after [`MAX_RESTARTS`] restarts in a row.
+fn restart(spec: &JobSpec, e: &Error) {
+    use std::os::unix::process::CommandExt as _;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let done: u32 = std::env::var(RESTARTS_ENV)
+        .ok()
+        .and_then(|v| {
+            let (n, at) = v.split_once(':')?;
+            let at: u64 = at.parse().ok()?;
+            (now.saturating_sub(at) < RESTART_WINDOW.as_secs()).then(|| n.parse().ok())?
+        })
+        .unwrap_or(0);
+    if done >= MAX_RESTARTS {
+        tracing::error!(
+            job = spec.name,
+            restarts = done,
+            "giving up after restarting from the last checkpoint {done} times in a row"
+        );
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args: Vec<OsString> = Vec::new();
+    let mut skip = false;
+    for a in std::env::args_os().skip(1) {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if a == "--from-checkpoint" {
+            skip = true;
+            continue;
+        }
+        if a.to_string_lossy().starts_with("--from-checkpoint=") {
+            continue;
+        }
+        args.push(a);
+    }
+    tracing::warn!(job = spec.name, error = %e, restart = done + 1, "restarting from the last committed checkpoint");
+    std::thread::sleep(Duration::from_millis(500 * u64::from(done + 1)));
+    let err = std::process::Command::new(exe)
+        .args(args)
+        .env(RESTARTS_ENV, format!("{}:{now}", done + 1))
+        .exec();
+    tracing::error!(job = spec.name, error = %err, "cannot restart");
 }
 
 fn execute<P: Pipeline>(
@@ -721,4 +809,38 @@ fn execute<P: Pipeline>(
             .iter()
             .any(|s| matches!(s.kind, crate::source::SourceKind::Kafka(_))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::{TxnError, TxnOp};
+
+    #[test]
+    fn transaction_failures_restart_from_the_checkpoint_and_others_do_not() {
+        let fatal = TxnError::Fatal {
+            op: TxnOp::Commit,
+            message: "timed out".into(),
+        };
+        let abortable = TxnError::Abortable {
+            op: TxnOp::Produce,
+            message: "delivery failed".into(),
+        };
+        let fenced = TxnError::Fenced {
+            op: TxnOp::Commit,
+            transactional_id: "streamc-j-0".into(),
+            message: "fenced".into(),
+        };
+        assert!(restarts_from_checkpoint(&Error::Txn(fatal)));
+        let in_sink = Error::Sink {
+            sink: "sink `out`".into(),
+            source: crate::sink::SinkError::Other(Box::new(abortable)),
+        };
+        assert!(restarts_from_checkpoint(&in_sink));
+        assert!(!restarts_from_checkpoint(&Error::Txn(fenced)));
+        assert!(!restarts_from_checkpoint(&Error::Txn(TxnError::Config {
+            message: "bad".into()
+        })));
+        assert!(!restarts_from_checkpoint(&Error::Usage("x".into())));
+    }
 }
