@@ -169,6 +169,11 @@ impl Checkpointer {
         Ok(out)
     }
 
+    /// The base of the next checkpoint's deltas (see [`Checkpointer::snapshot`]).
+    pub(super) fn base(&self) -> Option<&Manifest> {
+        self.base.as_ref()
+    }
+
     /// A checkpoint was written (durable): the base of the next one.
     pub(super) fn written(&mut self, m: &Manifest) {
         self.base = Some(m.clone());

@@ -605,10 +605,8 @@ impl<P: Pipeline> Run<'_, P> {
             extra: serde_json::Value::Null,
         };
         let faults = &mut self.faults;
-        let base =
-            c.ck.committed
-                .clone()
-                .filter(|m| m.instance == c.ck.store.instance());
+        // The deltas were taken against the base the snapshot chained onto.
+        let base = c.ck.base().cloned();
         let written =
             c.ck.store
                 .write_with(base.as_ref(), new, &mut || faults.reach("checkpoint.blobs"));

@@ -9,6 +9,8 @@ import java.util.Properties;
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
 import org.apache.flink.api.common.functions.AggregateFunction;
 import org.apache.flink.api.common.serialization.SerializationSchema;
+import org.apache.flink.configuration.ConfigOption;
+import org.apache.flink.configuration.ConfigOptions;
 import org.apache.flink.configuration.Configuration;
 import org.apache.flink.configuration.PipelineOptions;
 import org.apache.flink.connector.base.DeliveryGuarantee;
@@ -47,6 +49,7 @@ import org.apache.flink.util.OutputTag;
  *
  * <p>Usage: FlinkBench --job j1|j2|j3 --input TOPIC --output TOPIC --late TOPIC
  * [--brokers 127.0.0.1:9092] [--group ID] [--parallelism 2] [--unbounded true]
+ * [--checkpoint-interval MS --checkpoint-dir file:///DIR] [--rest-port PORT] (--job ck: bench/ckpt)
  */
 public class FlinkBench {
 
@@ -173,6 +176,11 @@ public class FlinkBench {
     }
 
     static <T> KafkaSink<T> sink(String brokers, String topic, SerializationSchema<T> key) {
+        return sink(brokers, topic, key, null);
+    }
+
+    /** With a transactional id prefix: exactly once (a Kafka transaction per checkpoint). */
+    static <T> KafkaSink<T> sink(String brokers, String topic, SerializationSchema<T> key, String txnPrefix) {
         KafkaRecordSerializationSchemaBuilder<T> b =
                 KafkaRecordSerializationSchema.<T>builder()
                         .setTopic(topic)
@@ -180,11 +188,27 @@ public class FlinkBench {
         if (key != null) {
             b = b.setKeySerializationSchema(key);
         }
+        if (txnPrefix != null) {
+            Properties p = new Properties();
+            // under the broker's transaction.max.timeout.ms (15 min); Flink's default is 1 h
+            p.setProperty("transaction.timeout.ms", "600000");
+            return KafkaSink.<T>builder()
+                    .setBootstrapServers(brokers)
+                    .setRecordSerializer(b.build())
+                    .setDeliveryGuarantee(DeliveryGuarantee.EXACTLY_ONCE)
+                    .setTransactionalIdPrefix(txnPrefix)
+                    .setKafkaProducerConfig(p)
+                    .build();
+        }
         return KafkaSink.<T>builder()
                 .setBootstrapServers(brokers)
                 .setRecordSerializer(b.build())
                 .setDeliveryGuarantee(DeliveryGuarantee.AT_LEAST_ONCE)
                 .build();
+    }
+
+    static ConfigOption<String> str(String key) {
+        return ConfigOptions.key(key).stringType().noDefaultValue();
     }
 
     public static void main(String[] argv) throws Exception {
@@ -201,8 +225,25 @@ public class FlinkBench {
         int parallelism = Integer.parseInt(a.getOrDefault("parallelism", "2"));
         boolean unbounded = Boolean.parseBoolean(a.getOrDefault("unbounded", "false"));
 
+        // --checkpoint-interval MS (bench/ckpt/run): exactly-once checkpoints every MS,
+        // HashMapStateBackend, filesystem checkpoint storage in --checkpoint-dir, and the
+        // KafkaSink exactly once (transactions committed on checkpoints).
+        long ckInterval = Long.parseLong(a.getOrDefault("checkpoint-interval", "0"));
         Configuration conf = new Configuration();
         conf.set(PipelineOptions.OBJECT_REUSE, true);
+        String txn = null;
+        if (ckInterval > 0) {
+            conf.set(str("execution.checkpointing.interval"), ckInterval + " ms");
+            conf.set(str("execution.checkpointing.mode"), "EXACTLY_ONCE");
+            conf.set(str("state.backend.type"), "hashmap");
+            conf.set(str("execution.checkpointing.storage"), "filesystem");
+            conf.set(str("execution.checkpointing.dir"), a.get("checkpoint-dir"));
+            conf.set(str("execution.checkpointing.num-retained"), "1");
+            txn = "bench-flink-" + job + "-" + System.currentTimeMillis();
+        }
+        if (a.containsKey("rest-port")) {
+            conf.set(str("rest.port"), a.get("rest-port"));
+        }
         StreamExecutionEnvironment env = StreamExecutionEnvironment.createLocalEnvironment(parallelism, conf);
 
         Properties props = new Properties();
@@ -258,10 +299,23 @@ public class FlinkBench {
                 results = r;
                 break;
             }
+            case "ck": {
+                // bench/ckpt: one tumbling 10-minute window per user (the whole input), count
+                // and sum(amount): ~1M live keys in state
+                SingleOutputStreamOperator<J3Out> r = events
+                        .keyBy(e -> e.user_id)
+                        .window(TumblingEventTimeWindows.of(Duration.ofMinutes(10)))
+                        .sideOutputLateData(late)
+                        .aggregate(new J3Agg(), new J3Fn());
+                r.sinkTo(sink(brokers, output, new KeySchema<J3Out>(), txn)).name("results");
+                results = r;
+                break;
+            }
             default:
-                throw new IllegalArgumentException("--job must be j1, j2 or j3");
+                throw new IllegalArgumentException("--job must be j1, j2, j3 or ck");
         }
-        results.getSideOutput(late).sinkTo(sink(brokers, lateTopic, null)).name("late");
+        results.getSideOutput(late)
+                .sinkTo(sink(brokers, lateTopic, null, txn == null ? null : txn + "-late")).name("late");
 
         long t0 = System.currentTimeMillis();
         env.execute("bench-" + job);
