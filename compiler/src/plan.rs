@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-/// A value type of the spec language (`pipeline-spec.md`, "Types").
+/// A value type of the spec language (`docs/pipeline-spec.md`, "Values").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Type {
     Bool,
@@ -237,7 +237,7 @@ pub struct FlowPlan {
     pub to: Vec<usize>,
     /// Index into `Plan::sinks` for too-late events.
     pub late: Option<usize>,
-    /// Partition-aligned (`pipeline-spec.md`, "Partitions, restarts and rebalances"):
+    /// Partition-aligned (`docs/pipeline-spec.md`, "Partitions, restarts and rebalances"):
     /// the flow reads a source that declares `partitioned_by`, keys by all of those
     /// fields, and no step before the key changes them, so every key lives in one
     /// partition. Its windows follow their partition's watermark and its state is kept

@@ -383,7 +383,7 @@ impl Decoder<'_> {
                     Diagnostic::error(format!("missing `{what}`"))
                         .label(anchor, format!("the spec needs `{what}`"))
                         .help(format!(
-                            "declare `{what}:` at the top level (see pipeline-spec.md)"
+                            "declare `{what}:` at the top level (see docs/pipeline-spec.md)"
                         )),
                 );
             }
