@@ -10,9 +10,11 @@
 //! One thread, one `BaseConsumer` assigned every partition from the beginning (no
 //! consumer group, no commits), bounded at the end offsets it sees at start (then the
 //! watermark goes to +inf and everything fires), one `BaseProducer`; streamc's consumer
-//! and producer settings (`fetch.queue.backoff.ms=20`; idempotence, `acks=all`,
-//! `linger.ms=5`, no compression). The JSON is not parsed: the four fields are found
-//! with memmem.
+//! and producer settings (runtime/src/kafka/mod.rs `consumer_config` and
+//! `producer_config`: `fetch.queue.backoff.ms=20`, `queued.min.messages=10000`,
+//! `queued.max.messages.kbytes=8192`, partition-EOF events, no auto commit or offset
+//! store; idempotence, `acks=all`, `linger.ms=5`, no compression). The JSON is not
+//! parsed: the four fields are found with memmem.
 //!
 //! `--unbounded` (bench/run's latency mode): no end offsets; it consumes until SIGTERM or
 //! SIGINT, then flushes its producer (the rows already emitted reach the topic) and exits
@@ -213,18 +215,29 @@ fn main() {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
 
+    // streamc's librdkafka settings (runtime/src/kafka/mod.rs, `consumer_config` and
+    // `producer_config`), so that the two differ only in what runs between the client
+    // calls: no group membership here (partitions are assigned), but the same fetch
+    // backoff, the same bounded prefetch and partition-EOF events.
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
+        .set("client.id", "handwritten-j1")
         .set("group.id", "bench-handwritten-unused")
+        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        // as streamc's consumer: librdkafka's default (1 s) idles a consumer that drains
-        // its prefetch queue faster than the queue refills
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        // librdkafka's default (1 s) idles a consumer that drains its prefetch queue
+        // faster than the queue refills
         .set("fetch.queue.backoff.ms", "20")
+        // librdkafka prefetches 100k records per partition and 64 MB by default
+        .set("queued.min.messages", "10000")
+        .set("queued.max.messages.kbytes", "8192")
         .create()
         .expect("consumer");
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
+        .set("client.id", "handwritten-j1")
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
@@ -280,7 +293,12 @@ fn main() {
             out.producer.poll(Duration::ZERO);
             continue;
         };
-        let msg = msg.expect("consume");
+        let msg = match msg {
+            Ok(msg) => msg,
+            // (enable.partition.eof, as streamc's consumer: the end is found by offsets)
+            Err(KafkaError::PartitionEOF(_)) => continue,
+            Err(e) => panic!("consume: {e}"),
+        };
         let p = msg.partition() as usize;
         records += 1;
         if records == 1 {

@@ -33,6 +33,10 @@ import org.apache.kafka.streams.kstream.Suppressed;
 import org.apache.kafka.streams.kstream.TimeWindows;
 import org.apache.kafka.streams.kstream.Windowed;
 import org.apache.kafka.streams.processor.TimestampExtractor;
+import org.apache.kafka.streams.state.SessionStore;
+import org.apache.kafka.streams.state.Stores;
+import org.apache.kafka.streams.state.WindowStore;
+import org.apache.kafka.common.utils.Bytes;
 
 
 /**
@@ -53,6 +57,12 @@ import org.apache.kafka.streams.processor.TimestampExtractor;
  * Session windows are [first, last] event times here, not [first, last + gap) (the
  * checker normalizes).
  *
+ * <p>--stores rocksdb (default) keeps the DSL's default stores: RocksDB with the record
+ * cache and changelog topics. --stores memory uses in-memory window/session stores with
+ * their changelogs disabled (and the suppress buffer's too), the durability of streamc's
+ * and Flink's runs in bench/run (state lives in the process only); --cache-bytes sets
+ * statestore.cache.max.bytes (default 10 MB) for either.
+ *
  * <p>No end of input: it runs until SIGTERM. Every 200 ms it prints
  * "PROGRESS epoch_ms lag=L parts=K processed=R" (the consumers' records-lag summed over
  * the K input partitions they report, and the records the stream threads processed) so
@@ -60,7 +70,7 @@ import org.apache.kafka.streams.processor.TimestampExtractor;
  *
  * <p>Usage: KStreamsBench --job j1|j2|j3 --input TOPIC --output TOPIC --app-id ID
  * --state-dir DIR [--brokers ..] [--threads 2] [--emit final|suppress|update]
- * [--commit-interval-ms MS]
+ * [--commit-interval-ms MS] [--stores rocksdb|memory] [--cache-bytes N]
  */
 public class KStreamsBench {
 
@@ -176,6 +186,26 @@ public class KStreamsBench {
         return "{\"user_id\":" + user + ",\"window_start\":" + start + ",\"window_end\":" + end + "}";
     }
 
+    /** The DSL's default window store, or an in-memory one without a changelog. */
+    static Materialized<String, Acc, WindowStore<Bytes, byte[]>> windowStore(
+            boolean memory, String name, Duration size, Duration grace, Serde<Acc> accSerde) {
+        if (!memory) {
+            return Materialized.with(Serdes.String(), accSerde);
+        }
+        return Materialized.<String, Acc>as(Stores.inMemoryWindowStore(name, size.plus(grace), size, false))
+                .withKeySerde(Serdes.String()).withValueSerde(accSerde).withLoggingDisabled();
+    }
+
+    /** The DSL's default session store, or an in-memory one without a changelog. */
+    static Materialized<String, Acc, SessionStore<Bytes, byte[]>> sessionStore(
+            boolean memory, String name, Duration retention, Serde<Acc> accSerde) {
+        if (!memory) {
+            return Materialized.with(Serdes.String(), accSerde);
+        }
+        return Materialized.<String, Acc>as(Stores.inMemorySessionStore(name, retention))
+                .withKeySerde(Serdes.String()).withValueSerde(accSerde).withLoggingDisabled();
+    }
+
     public static void main(String[] argv) throws Exception {
         Map<String, String> a = new HashMap<>();
         for (int i = 0; i + 1 < argv.length; i += 2) {
@@ -188,6 +218,13 @@ public class KStreamsBench {
         boolean suppress = emitMode.equals("suppress");
         boolean fin = emitMode.equals("final");
         EmitStrategy emit = fin ? EmitStrategy.onWindowClose() : EmitStrategy.onWindowUpdate();
+        boolean memory = a.getOrDefault("stores", "rocksdb").equals("memory");
+        if (!memory && !a.getOrDefault("stores", "rocksdb").equals("rocksdb")) {
+            throw new IllegalArgumentException("--stores must be rocksdb or memory");
+        }
+        Suppressed.StrictBufferConfig buffer = memory
+                ? Suppressed.BufferConfig.unbounded().withLoggingDisabled()
+                : Suppressed.BufferConfig.unbounded();
 
         Properties p = new Properties();
         p.put(StreamsConfig.APPLICATION_ID_CONFIG,
@@ -196,6 +233,9 @@ public class KStreamsBench {
         p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, Integer.parseInt(a.getOrDefault("threads", "2")));
         p.put(StreamsConfig.STATE_DIR_CONFIG, a.getOrDefault("state-dir", "/tmp/bench-kstreams-state"));
         p.put("auto.offset.reset", "earliest");
+        if (a.containsKey("cache-bytes")) {
+            p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, Long.parseLong(a.get("cache-bytes")));
+        }
         if (a.containsKey("commit-interval-ms")) {
             // with --emit update or suppress, results leave the record cache only on a
             // commit (default every 30 s): bench/run passes 1000 so they arrive promptly
@@ -230,9 +270,9 @@ public class KStreamsBench {
                             acc.sumAmount += e.amount;
                             acc.sumLatency += e.latency_ms;
                             return acc;
-                        }, Materialized.with(Serdes.String(), accSerde));
+                        }, windowStore(memory, "j1-agg", Duration.ofMinutes(1), Duration.ofSeconds(15), accSerde));
                 if (suppress) {
-                    t = t.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
+                    t = t.suppress(Suppressed.untilWindowCloses(buffer));
                 }
                 t.toStream().map((w, acc) -> {
                     long user = Long.parseLong(w.key());
@@ -253,9 +293,9 @@ public class KStreamsBench {
                             acc.cnt++;
                             acc.maxLatency = Math.max(acc.maxLatency, e.latency_ms);
                             return acc;
-                        }, Materialized.with(Serdes.String(), accSerde));
+                        }, windowStore(memory, "j2-agg", Duration.ofMinutes(5), Duration.ofSeconds(5), accSerde));
                 if (suppress) {
-                    t = t.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
+                    t = t.suppress(Suppressed.untilWindowCloses(buffer));
                 }
                 t.toStream().map((w, acc) -> {
                     long user = Long.parseLong(w.key());
@@ -280,9 +320,9 @@ public class KStreamsBench {
                             m.cnt = x.cnt + y.cnt;
                             m.sumAmount = x.sumAmount + y.sumAmount;
                             return m;
-                        }, Materialized.with(Serdes.String(), accSerde));
+                        }, sessionStore(memory, "j3-agg", Duration.ofSeconds(35), accSerde));
                 if (suppress) {
-                    t = t.suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()));
+                    t = t.suppress(Suppressed.untilWindowCloses(buffer));
                 }
                 t.toStream().map((w, acc) -> {
                     long user = Long.parseLong(w.key());
