@@ -516,8 +516,9 @@ pub trait Source {
     /// may. The driver has made sure every output written so far is delivered.
     /// `sync`: wait for the broker (shutdown); else asynchronous. `metadata`: the string
     /// to commit with each partition's offset (`streamc1;wm=<i64>;pos=<u64>`; a
-    /// partition missing from it is committed with none); a source also uses the latest
-    /// one for the commits it makes on its own (before a revocation completes). Kafka
+    /// partition missing from it gets the source's own, see `kafka/consumer.rs`; the
+    /// commits a source makes on its own, before a revocation completes, use its own
+    /// too). Kafka
     /// sources of an exactly-once job commit nothing here: their offsets are committed
     /// in the epoch's transaction.
     fn commit(

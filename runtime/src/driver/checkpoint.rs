@@ -52,7 +52,8 @@ pub(super) struct Checkpointer {
     /// The checkpoint of this instance that the state was last written to (the base of
     /// deltas); None: write every group in full.
     base: Option<Manifest>,
-    /// The last checkpoint committed (or restored): what a rollback goes back to.
+    /// The last checkpoint committed (or restored), which the summary names. (A
+    /// rollback goes back to what the committed offsets name, not to this.)
     pub(super) committed: Option<Manifest>,
     /// Key groups restored or reset since the last checkpoint: written in full next.
     fresh: BTreeSet<String>,

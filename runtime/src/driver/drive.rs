@@ -76,17 +76,14 @@ impl SourceState {
             Some(k) => k.positions().into_iter().collect(),
             None => self.source.positions().into_iter().collect(),
         };
-        let mut out = Vec::new();
-        for p in self.assigned() {
-            if let Some(&o) = read.get(&p).or_else(|| self.start.get(&p)) {
-                out.push((p, o));
-            }
-        }
         if !self.kafka {
             // A file or datagen source: its own position, assigned or not.
-            out = read.into_iter().collect();
+            return read.into_iter().collect();
         }
-        out
+        self.assigned()
+            .into_iter()
+            .filter_map(|p| Some((p, *read.get(&p).or_else(|| self.start.get(&p))?)))
+            .collect()
     }
 
     fn replaying(&self, partition: u32, offset: u64) -> bool {
@@ -809,9 +806,8 @@ impl<P: Pipeline> Run<'_, P> {
                             },
                         );
                     }
+                    // (Its watermark is set again by `establish` if it comes back.)
                     let s = &mut self.sources[i];
-                    // Its next owner starts from the committed state: so would we.
-                    s.tracker.restore_partition(p, WATERMARK_MIN, false, now);
                     if let Some(wm) = s.tracker.revoke_partition(p) {
                         advance(self.pipeline, self.ctx, i, wm);
                     }

@@ -72,8 +72,6 @@ struct State {
     held_from: i64,
     /// Assignments and revocations not yet handed to the driver.
     changes: Vec<PartitionChange>,
-    /// The metadata of the last `Source::commit`, for the commits of revocations.
-    metadata: CommitMetadata,
     /// Per partition: the watermark after the last processed batch (or the restored
     /// one) and the position below which records were processed before a restart.
     marks: std::collections::BTreeMap<u32, (i64, u64)>,
@@ -451,7 +449,6 @@ impl KafkaSource {
                 offsets: OffsetTracker::new(),
                 held_from: i64::MIN,
                 changes: Vec::new(),
-                metadata: CommitMetadata::new(),
                 marks: std::collections::BTreeMap::new(),
             }),
         });
@@ -814,7 +811,6 @@ impl Source for KafkaSource {
         let (offsets, metadata) = {
             let mut st = self.shared.lock();
             st.held_from = held_from;
-            st.metadata.clone_from(metadata);
             let offsets = st.offsets.to_commit(held_from, sync);
             let metadata = st.metadata_of(&offsets, metadata);
             (offsets, metadata)
@@ -1070,7 +1066,8 @@ impl ConsumerControl for KafkaSource {
         let metadata: CommitMetadata = offsets.iter().map(|(p, _, m)| (*p, m.clone())).collect();
         let tpl =
             tpl_of(&self.topic, &plain, &metadata).map_err(|e| self.failed(WHAT, e.to_string()))?;
-        // A synchronous commit waits up to the consumer's own timeouts; bound it here.
+        // rdkafka's synchronous commit takes no timeout: librdkafka's request timeouts
+        // bound it. One that took longer than `timeout` is logged.
         let started = Instant::now();
         let result = self.consumer.commit(&tpl, CommitMode::Sync);
         if started.elapsed() > timeout {
