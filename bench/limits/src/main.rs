@@ -86,7 +86,11 @@ fn main() {
                     None => bad += 1,
                 }
             });
-            eprintln!("DONE {} records={n} unparsed={bad} {}", now_ms(), sum.show());
+            eprintln!(
+                "DONE {} records={n} unparsed={bad} {}",
+                now_ms(),
+                sum.show()
+            );
         }
         "serde" => {
             let (mut n, mut bad, mut sum) = (0u64, 0u64, Sums::default());
@@ -102,7 +106,11 @@ fn main() {
                     Err(_) => bad += 1,
                 }
             });
-            eprintln!("DONE {} records={n} unparsed={bad} {}", now_ms(), sum.show());
+            eprintln!(
+                "DONE {} records={n} unparsed={bad} {}",
+                now_ms(),
+                sum.show()
+            );
         }
         "produce" => produce(&a),
         _ => usage(),
@@ -194,16 +202,16 @@ fn scan(s: &[u8]) -> Option<Ev> {
                 return None; // duplicate field
             }
             seen |= bit;
-            let (end, int, neg, frac) = number(s, i)?;
+            let (end, neg, frac) = number(s, i)?;
             let text = &s[i..end];
             match bit {
-                1 if int && !neg => ev.user_id = digits(text)?,
-                8 if int => {
+                1 if !frac && !neg => ev.user_id = digits(text)?,
+                8 if !frac => {
                     let v = i64::try_from(digits(text.strip_prefix(b"-").unwrap_or(text))?).ok()?;
                     ev.ts = if neg { -v } else { v };
                 }
                 2 | 4 => {
-                    let v = if int && !frac {
+                    let v = if !frac {
                         // small integers convert exactly
                         let m = digits(text.strip_prefix(b"-").unwrap_or(text))?;
                         if m > 1 << 53 {
@@ -254,33 +262,38 @@ fn memchr_quote(s: &[u8]) -> Option<usize> {
     s.iter().position(|&b| b == b'"')
 }
 
-/// A JSON number at `i`: (end, is an integer, negative, has a fraction or exponent).
+/// The end of the run of digits at `i` (`i` itself if there is none).
 #[inline]
-fn number(s: &[u8], mut i: usize) -> Option<(usize, bool, bool, bool)> {
+fn digit_run(s: &[u8], mut i: usize) -> usize {
+    while let Some(b'0'..=b'9') = s.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// One or more digits at `i`: their end.
+#[inline]
+fn some_digits(s: &[u8], i: usize) -> Option<usize> {
+    let end = digit_run(s, i);
+    (end > i).then_some(end)
+}
+
+/// A JSON number at `i`: (end, negative, has a fraction or exponent).
+#[inline]
+fn number(s: &[u8], mut i: usize) -> Option<(usize, bool, bool)> {
     let neg = s.get(i) == Some(&b'-');
     if neg {
         i += 1;
     }
-    match s.get(i) {
-        Some(b'0') => i += 1,
-        Some(b'1'..=b'9') => {
-            while let Some(b'0'..=b'9') = s.get(i) {
-                i += 1;
-            }
-        }
+    i = match s.get(i) {
+        Some(b'0') => i + 1,
+        Some(b'1'..=b'9') => digit_run(s, i),
         _ => return None,
-    }
+    };
     let mut frac = false;
     if s.get(i) == Some(&b'.') {
         frac = true;
-        i += 1;
-        let d = i;
-        while let Some(b'0'..=b'9') = s.get(i) {
-            i += 1;
-        }
-        if i == d {
-            return None;
-        }
+        i = some_digits(s, i + 1)?;
     }
     if let Some(b'e' | b'E') = s.get(i) {
         frac = true;
@@ -288,15 +301,9 @@ fn number(s: &[u8], mut i: usize) -> Option<(usize, bool, bool, bool)> {
         if let Some(b'+' | b'-') = s.get(i) {
             i += 1;
         }
-        let d = i;
-        while let Some(b'0'..=b'9') = s.get(i) {
-            i += 1;
-        }
-        if i == d {
-            return None;
-        }
+        i = some_digits(s, i)?;
     }
-    Some((i, !frac, neg, frac))
+    Some((i, neg, frac))
 }
 
 #[inline]
