@@ -178,7 +178,13 @@ pub struct StateJob {
     pub checkpoints: Option<Checkpoints>,
     pub static_membership: bool,
     pub variant: Variant,
+    /// RocksDB state in this directory (`state: {backend: rocksdb}`); None: memory.
+    pub rocksdb: Option<PathBuf>,
 }
+
+/// The write-back cache of RocksDB state jobs, in entries per store: small, so that
+/// most of the state lives in RocksDB.
+pub const ROCKSDB_CACHE_ENTRIES: &str = "64";
 
 pub const MAX_OUT_OF_ORDERNESS: i64 = 500;
 pub const TUMBLING: i64 = 1000;
@@ -194,6 +200,18 @@ impl StateJob {
             checkpoints,
             static_membership: true,
             variant: Variant::Base,
+            rocksdb: None,
+        }
+    }
+
+    /// The environment its runs need (RocksDB state: a small write-back cache).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        match &self.rocksdb {
+            Some(_) => vec![(
+                "STREAMC_ROCKSDB_CACHE_ENTRIES",
+                ROCKSDB_CACHE_ENTRIES.to_string(),
+            )],
+            None => Vec::new(),
         }
     }
 
@@ -218,6 +236,10 @@ impl StateJob {
                 c.interval,
                 c.storage.display()
             ),
+            None => String::new(),
+        };
+        let state = match &self.rocksdb {
+            Some(dir) => format!("state: {{ backend: rocksdb, path: {} }}\n", dir.display()),
             None => String::new(),
         };
         let size = if self.variant == Variant::WindowSize {
@@ -295,7 +317,7 @@ sinks:
   sessions_late: {{ kafka: {{ topic: {slate} }} }}
 {extra_sink}dead_letter:
   kafka: {{ topic: {dead} }}
-{checkpoint}"#,
+{checkpoint}{state}"#,
             name = self.name,
             input = t.input,
             group = self.group,

@@ -137,6 +137,31 @@ pub struct CheckpointMetrics {
     pub restores: u64,
 }
 
+/// Figures of the state backend (RocksDB state only): RocksDB's own, summed over the
+/// column families, and the write-back caches'.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateMetrics {
+    /// `rocksdb.total-sst-files-size`: state on disk, bytes.
+    pub sst_bytes: u64,
+    /// `rocksdb.estimate-live-data-size`, bytes.
+    pub live_bytes: u64,
+    /// `rocksdb.cur-size-all-mem-tables`, bytes.
+    pub memtable_bytes: u64,
+    /// Bytes in RocksDB's block cache.
+    pub block_cache_bytes: u64,
+    /// Compactions done.
+    pub compactions: u64,
+    /// Bytes read by compactions.
+    pub compaction_read_bytes: u64,
+    /// Bytes written by compactions.
+    pub compaction_write_bytes: u64,
+    /// Lookups a write-back cache answered.
+    pub cache_hits: u64,
+    /// Lookups a write-back cache did not answer (a RocksDB get, unless the store has
+    /// never written to RocksDB).
+    pub cache_misses: u64,
+}
+
 /// Counters of one output sink.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SinkMetrics {
@@ -159,6 +184,8 @@ pub struct Metrics {
     pub sinks: Vec<SinkMetrics>,
     /// Checkpoints and transactions.
     pub checkpoints: CheckpointMetrics,
+    /// The state backend's figures (None: memory state).
+    pub state: Option<StateMetrics>,
 }
 
 impl Metrics {
@@ -199,6 +226,7 @@ impl Metrics {
                 })
                 .collect(),
             checkpoints: CheckpointMetrics::default(),
+            state: None,
         }
     }
 
@@ -386,6 +414,68 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name}{{job=\"{job}\"}} {v}");
+        }
+        if let Some(st) = &self.state {
+            for (name, kind, help, v) in [
+                (
+                    "streamc_rocksdb_sst_bytes",
+                    "gauge",
+                    "RocksDB state on disk: total size of the SST files.",
+                    st.sst_bytes,
+                ),
+                (
+                    "streamc_rocksdb_live_data_bytes",
+                    "gauge",
+                    "RocksDB's estimate of its live data.",
+                    st.live_bytes,
+                ),
+                (
+                    "streamc_rocksdb_memtable_bytes",
+                    "gauge",
+                    "Bytes in RocksDB's memtables.",
+                    st.memtable_bytes,
+                ),
+                (
+                    "streamc_rocksdb_block_cache_bytes",
+                    "gauge",
+                    "Bytes in RocksDB's block cache.",
+                    st.block_cache_bytes,
+                ),
+                (
+                    "streamc_rocksdb_compactions_total",
+                    "counter",
+                    "RocksDB compactions done.",
+                    st.compactions,
+                ),
+                (
+                    "streamc_rocksdb_compaction_read_bytes_total",
+                    "counter",
+                    "Bytes RocksDB compactions read.",
+                    st.compaction_read_bytes,
+                ),
+                (
+                    "streamc_rocksdb_compaction_written_bytes_total",
+                    "counter",
+                    "Bytes RocksDB compactions wrote.",
+                    st.compaction_write_bytes,
+                ),
+                (
+                    "streamc_state_cache_hits_total",
+                    "counter",
+                    "State lookups the write-back cache in front of RocksDB answered.",
+                    st.cache_hits,
+                ),
+                (
+                    "streamc_state_cache_misses_total",
+                    "counter",
+                    "State lookups the write-back cache in front of RocksDB did not answer.",
+                    st.cache_misses,
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+                let _ = writeln!(out, "{name}{{job=\"{job}\"}} {v}");
+            }
         }
     }
 }
@@ -628,6 +718,33 @@ mod tests {
         m.flows[1].late = 3;
         m.sinks[0].rows_out = 4;
         m
+    }
+
+    #[test]
+    fn state_figures_are_rendered_only_for_rocksdb_state() {
+        let mut m = sample();
+        let mut text = String::new();
+        m.render_prometheus_at("j", 0, &mut text);
+        assert!(!text.contains("rocksdb"), "{text}");
+        m.state = Some(StateMetrics {
+            sst_bytes: 4096,
+            cache_misses: 7,
+            ..StateMetrics::default()
+        });
+        let mut text = String::new();
+        m.render_prometheus_at("j", 0, &mut text);
+        assert!(
+            text.contains("streamc_rocksdb_sst_bytes{job=\"j\"} 4096\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamc_state_cache_misses_total{job=\"j\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE streamc_rocksdb_compactions_total counter"),
+            "{text}"
+        );
     }
 
     #[test]

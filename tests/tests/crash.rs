@@ -11,6 +11,9 @@
 //! - the same job without checkpoints, killed (SIGKILL and SIGTERM) and restarted: the
 //!   upsert view is exact, every too-late event is in the late topic and nothing else.
 //!
+//! The crash test runs with memory state and with RocksDB state (a write-back cache of
+//! 64 entries per store, so most of the state is in RocksDB when the job is killed).
+//!
 //! `STREAMC_TEST_SEED` overrides the seeds (the failure message names the one used).
 //! Restarts use static membership (`group.instance.id`): a restarted instance takes its
 //! partitions back at once instead of waiting out the old member's session (6 s here;
@@ -160,10 +163,10 @@ fn one_run(
     kill: &Kill,
 ) -> (String, Option<bool>) {
     let log = scratch.join(&format!("run-{i:02}.log"));
-    let env: Vec<(&str, String)> = match kill {
-        Kill::Fault(point, n) => vec![("STREAMC_FAULT", format!("{point}@{n}"))],
-        _ => vec![],
-    };
+    let mut env: Vec<(&str, String)> = job.env();
+    if let Kill::Fault(point, n) = kill {
+        env.push(("STREAMC_FAULT", format!("{point}@{n}")));
+    }
     let mut p = Proc::start(&format!("run {i}"), bin, &job.args(0, false), &env, log);
     match kill {
         Kill::After(d) | Kill::Term(d) => {
@@ -210,8 +213,9 @@ fn one_run(
     }
 }
 
-/// The crash loop: `schedule` runs while the input is produced, then a `--bounded` run.
-fn crash_and_finish(tag: &str, checkpoints: bool, seed: u64) {
+/// The crash loop: `schedule` runs while the input is produced, then a `--bounded` run
+/// (RocksDB state when `rocksdb`).
+fn crash_and_finish(tag: &str, checkpoints: bool, rocksdb: bool, seed: u64) {
     let _serial = serial();
     let scratch = Scratch::new(tag);
     let mut journal = Journal::new();
@@ -220,7 +224,10 @@ fn crash_and_finish(tag: &str, checkpoints: bool, seed: u64) {
         interval: "300ms".into(),
         storage: scratch.join("checkpoints"),
     });
-    let job = StateJob::new(tag, &topics, ck);
+    let mut job = StateJob::new(tag, &topics, ck);
+    if rocksdb {
+        job.rocksdb = Some(scratch.join("state"));
+    }
     let bin = job.build(&scratch.path, "job.yaml");
     let input = generate(&Params::standard(seed, PARTITIONS, 8000));
     let expected = job.oracle().run(&input.payloads());
@@ -260,7 +267,7 @@ fn crash_and_finish(tag: &str, checkpoints: bool, seed: u64) {
         "final",
         &bin,
         &job.args(0, true),
-        &[],
+        &job.env(),
         scratch.join("final.log"),
     );
     let status = last.wait_timeout(Duration::from_secs(120));
@@ -318,12 +325,17 @@ fn crash_and_finish(tag: &str, checkpoints: bool, seed: u64) {
 
 #[test]
 fn crash_test_exactly_once() {
-    crash_and_finish("crash", true, seed(2024));
+    crash_and_finish("crash", true, false, seed(2024));
+}
+
+#[test]
+fn crash_test_exactly_once_with_rocksdb_state() {
+    crash_and_finish("crashrocks", true, true, seed(2025));
 }
 
 #[test]
 fn restarts_without_checkpoints_keep_the_upsert_view_exact() {
-    crash_and_finish("alo", false, seed(77));
+    crash_and_finish("alo", false, false, seed(77));
 }
 
 /// A restart judges a new record against the watermark its partition had when it was

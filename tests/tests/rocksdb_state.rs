@@ -244,3 +244,72 @@ fn a_random_stream_spilling_to_rocksdb_gives_the_same_bytes() {
     );
     assert_same("random with checkpoints", both(&spec, &ck, &cache));
 }
+
+/// A running job with RocksDB state reports RocksDB's figures and its write-back
+/// cache's in `/metrics`; a job with memory state reports none of them.
+#[test]
+fn metrics_show_the_rocksdb_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!(
+        "version: 1
+name: rocks_metrics
+sources:
+  clicks:
+    datagen: {{ rate: 20000, keys: 50000, max_delay: 1s, seed: 3 }}
+    schema: {{ user_id: u64, amount: f64?, ts: timestamp }}
+    event_time: ts
+    watermark: {{ max_out_of_orderness: 1s }}
+flows:
+  per_user:
+    from: clicks
+    steps:
+      - key_by: [user_id]
+      - window: {{ tumbling: 1h }}
+      - aggregate: {{ n: count(), total: sum(amount) }}
+    to: [out]
+sinks:
+  out: {{ file: {{ path: {out} }} }}
+state: {{ backend: rocksdb, path: {state} }}
+",
+        out = dir.path().join("out.jsonl").display(),
+        state = dir.path().join("state").display(),
+    );
+    let path = dir.path().join("rocks_metrics.yaml");
+    std::fs::write(&path, spec).unwrap();
+    let bin = build(&path, dir.path());
+    let port = free_port();
+    let mut child = Command::new(&bin)
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .env("STREAMC_ROCKSDB_CACHE_ENTRIES", "100")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let value = |body: &str, name: &str| -> Option<u64> {
+        body.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let mut last = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen = false;
+    while std::time::Instant::now() < deadline {
+        if let Some(body) = http_get(port, "/metrics") {
+            seen = value(&body, "streamc_state_cache_misses_total").is_some_and(|n| n > 1000)
+                && value(&body, "streamc_state_cache_hits_total").is_some()
+                && value(&body, "streamc_rocksdb_memtable_bytes").is_some_and(|n| n > 0)
+                && value(&body, "streamc_rocksdb_sst_bytes").is_some()
+                && value(&body, "streamc_rocksdb_block_cache_bytes").is_some()
+                && value(&body, "streamc_rocksdb_compactions_total").is_some()
+                && value(&body, "streamc_rocksdb_compaction_written_bytes_total").is_some();
+            last = body;
+            if seen {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen, "/metrics:\n{last}");
+}

@@ -997,6 +997,7 @@ impl<P: Pipeline> Run<'_, P> {
                     refresh_partition_metrics(self.ctx, self.sources);
                 }
                 if let Some(server) = server {
+                    self.state.refresh_metrics(&mut self.ctx.metrics, false);
                     server.publish(&self.ctx.metrics);
                 }
                 self.ctx.progress();

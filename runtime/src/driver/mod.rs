@@ -840,6 +840,7 @@ fn execute<P: Pipeline>(
     ctx.progress();
     let closed = ctx.close();
     if let Some(server) = &server {
+        state.refresh_metrics(&mut ctx.metrics, true);
         server.publish(&ctx.metrics);
     }
     let stop = match (outcome?, closed) {

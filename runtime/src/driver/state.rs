@@ -25,6 +25,9 @@ pub enum StateSpec {
 pub struct StateEnv {
     #[cfg(feature = "rocksdb")]
     rocks: Option<std::rc::Rc<crate::state::RocksDb>>,
+    /// When the figures were last taken.
+    #[cfg(feature = "rocksdb")]
+    refreshed: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 impl StateEnv {
@@ -46,7 +49,10 @@ impl StateEnv {
                     .join("db");
                 let db = crate::state::RocksDb::open(&dir, operators).map_err(Error::State)?;
                 tracing::info!(dir = %dir.display(), "RocksDB state");
-                Ok(StateEnv { rocks: Some(db) })
+                Ok(StateEnv {
+                    rocks: Some(db),
+                    refreshed: std::cell::Cell::new(None),
+                })
             }
             #[cfg(not(feature = "rocksdb"))]
             StateSpec::RocksDb { .. } => {
@@ -78,6 +84,25 @@ impl StateEnv {
     #[cfg(feature = "rocksdb")]
     pub fn rocks(&self) -> Option<&std::rc::Rc<crate::state::RocksDb>> {
         self.rocks.as_ref()
+    }
+
+    /// Puts the backend's figures into `metrics` (RocksDB: at most once a second unless
+    /// `force`: reading RocksDB's properties and statistics is not free).
+    pub fn refresh_metrics(&self, metrics: &mut crate::metrics::Metrics, force: bool) {
+        #[cfg(feature = "rocksdb")]
+        if let Some(db) = &self.rocks {
+            let now = std::time::Instant::now();
+            let due = self
+                .refreshed
+                .get()
+                .is_none_or(|at| now.duration_since(at) >= std::time::Duration::from_secs(1));
+            if due || force || metrics.state.is_none() {
+                metrics.state = Some(db.figures());
+                self.refreshed.set(Some(now));
+            }
+        }
+        #[cfg(not(feature = "rocksdb"))]
+        let _ = (metrics, force);
     }
 
     /// Fails with the first error the state backend met (RocksDB I/O), if any: the

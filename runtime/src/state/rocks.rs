@@ -42,42 +42,22 @@ use super::memcmp;
 use super::{
     Backend, Decoder, Encoder, KeyGroup, KeyedStore, Mode, StateError, StateKey, StateValue,
 };
+use crate::metrics::StateMetrics;
 
 /// The environment variable with the write-back cache's size, in entries per store.
 pub const CACHE_ENTRIES_ENV: &str = "STREAMC_ROCKSDB_CACHE_ENTRIES";
 /// Entries per store's write-back cache when [`CACHE_ENTRIES_ENV`] is not set.
 pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
 /// RocksDB's block cache (shared by every column family).
-const BLOCK_CACHE_BYTES: usize = 64 << 20;
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
+/// A column family's memtable size (RocksDB's default is 64 MiB, with two of them per
+/// column family: more memory than the state it stands for in a small job).
+const WRITE_BUFFER_BYTES: usize = 8 << 20;
 /// Entries written per `WriteBatch` when a scan writes back what it changed.
 const BATCH: usize = 4096;
 
 const FULL: u8 = 0;
 const DELTA: u8 = 1;
-
-/// RocksDB's own figures and the write-back caches', for `/metrics`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RocksFigures {
-    /// `rocksdb.total-sst-files-size` over the column families: state on disk.
-    pub sst_bytes: u64,
-    /// `rocksdb.estimate-live-data-size` over the column families.
-    pub live_bytes: u64,
-    /// `rocksdb.cur-size-all-mem-tables` over the column families.
-    pub memtable_bytes: u64,
-    /// Bytes in the block cache.
-    pub block_cache_bytes: u64,
-    /// Compactions done (RocksDB statistics: `rocksdb.compaction.times.micros` count).
-    pub compactions: u64,
-    /// Bytes read by compactions.
-    pub compaction_read_bytes: u64,
-    /// Bytes written by compactions.
-    pub compaction_write_bytes: u64,
-    /// Lookups answered by a write-back cache.
-    pub cache_hits: u64,
-    /// Lookups a write-back cache did not answer (a RocksDB get, unless the store has
-    /// never written to RocksDB).
-    pub cache_misses: u64,
-}
 
 /// The instance's RocksDB: the database, its options and the first error.
 pub struct RocksDb {
@@ -166,6 +146,7 @@ impl RocksDb {
             let mut cf = Options::default();
             cf.set_compression_type(DBCompressionType::None);
             cf.set_block_based_table_factory(&table);
+            cf.set_write_buffer_size(WRITE_BUFFER_BYTES);
             ColumnFamilyDescriptor::new(name, cf)
         });
         let db = DB::open_cf_descriptors(&opts, dir, descriptors)
@@ -230,12 +211,12 @@ impl RocksDb {
     }
 
     /// The figures of `/metrics`.
-    pub fn figures(&self) -> RocksFigures {
-        let mut f = RocksFigures {
+    pub fn figures(&self) -> StateMetrics {
+        let mut f = StateMetrics {
             block_cache_bytes: self.cache.get_usage() as u64,
             cache_hits: self.hits.get(),
             cache_misses: self.misses.get(),
-            ..RocksFigures::default()
+            ..StateMetrics::default()
         };
         for name in &self.column_families {
             let Some(cf) = self.db.cf_handle(name) else {
