@@ -91,6 +91,9 @@ pub fn runtime_features(plan: &Plan) -> Vec<&'static str> {
     if plan.serve.is_some() {
         f.push("serve");
     }
+    if plan.checkpoint.as_ref().is_some_and(|c| c.uses_s3()) {
+        f.push("s3");
+    }
     f
 }
 
@@ -124,11 +127,6 @@ pub fn uses_kafka(plan: &Plan) -> bool {
 /// away silently.
 pub fn unsupported(plan: &Plan) -> Result<(), CodegenError> {
     let mut missing = Vec::new();
-    if let Some(c) = &plan.checkpoint
-        && c.storage.starts_with("s3://")
-    {
-        missing.push("`s3://` checkpoint storage".to_string());
-    }
     match plan.state {
         crate::plan::StatePlan::Memory => {}
         crate::plan::StatePlan::RocksDb { .. } => missing.push("RocksDB state".to_string()),
@@ -1230,9 +1228,15 @@ impl<'p> Gen<'p> {
                 quote!(#rt::checkpoint::Mode::AtLeastOnce)
             };
             let retain = opt(c.retain.map(|r| quote!(#r)));
+            let endpoint = opt(c.s3.endpoint.as_ref().map(|e| quote!(#e.to_string())));
+            let region = opt(c.s3.region.as_ref().map(|r| quote!(#r.to_string())));
             quote!(#rt::driver::CheckpointSpec {
                 interval_ms: #interval,
                 storage: #storage.to_string(),
+                s3: #rt::checkpoint::S3Options {
+                    endpoint: #endpoint,
+                    region: #region,
+                },
                 mode: #mode,
                 retain: #retain,
             })

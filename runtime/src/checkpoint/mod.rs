@@ -12,7 +12,8 @@
 //! ```
 //!
 //! - [`storage`]: the [`Storage`] trait (put/get/list/delete of whole objects, atomic
-//!   puts) and [`FileStorage`]; [`open_storage`] turns a URL into one.
+//!   puts, conditional puts) and [`FileStorage`]; [`open_storage_with`] turns a URL
+//!   into one; `s3` (feature `s3`): `S3Storage`, through `object_store`.
 //! - [`manifest`]: [`Manifest`] and its parts, [`CheckpointRef`] (`<instance>/<id>`).
 //! - [`metadata`]: [`OffsetMetadata`], the codec of the metadata committed with Kafka
 //!   offsets (`streamc1;ck=...`, `streamc1;wm=...;pos=...`).
@@ -32,6 +33,8 @@ mod gc;
 pub mod manifest;
 pub mod metadata;
 pub mod paths;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod storage;
 pub mod store;
 
@@ -46,5 +49,5 @@ pub use manifest::{
 };
 pub use metadata::OffsetMetadata;
 pub use paths::validate_instance_id;
-pub use storage::{FileStorage, Storage, open_storage};
+pub use storage::{FileStorage, S3Options, Storage, open_storage, open_storage_with};
 pub use store::{CheckpointStore, GcReport, GroupState, NewCheckpoint};
