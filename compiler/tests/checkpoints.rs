@@ -285,10 +285,10 @@ fn inspect_errors_are_clear() {
 }
 
 #[test]
-fn s3_storage_is_not_there_yet_and_says_when() {
+fn s3_storage_is_not_read_by_the_cli_yet_and_says_so() {
     let (code, _, err) = streamc(&["checkpoints", "list", "s3://bucket/prefix"]);
     assert_eq!(code, 1);
-    assert!(err.contains("issue 12"), "{err}");
+    assert!(err.contains("does not read `s3://` storage"), "{err}");
 }
 
 #[test]

@@ -30,10 +30,7 @@ fn uninterrupted(tag: &str, checkpoints: bool, seed: u64) {
     let mut journal = Journal::new();
     let topics = Topics::create(tag, PARTITIONS);
     journal.log("topics created");
-    let ck = checkpoints.then(|| Checkpoints {
-        interval: "300ms".into(),
-        storage: scratch.join("checkpoints"),
-    });
+    let ck = checkpoints.then(|| Checkpoints::local("300ms", scratch.join("checkpoints")));
     let mut job = StateJob::new(tag, &topics, ck);
     // One run: no restart to speed up (and the build without checkpoints has no static
     // membership yet).
@@ -160,10 +157,10 @@ fn one_run(
     kill: &Kill,
 ) -> (String, Option<bool>) {
     let log = scratch.join(&format!("run-{i:02}.log"));
-    let env: Vec<(&str, String)> = match kill {
-        Kill::Fault(point, n) => vec![("STREAMC_FAULT", format!("{point}@{n}"))],
-        _ => vec![],
-    };
+    let mut env = job.env();
+    if let Kill::Fault(point, n) = kill {
+        env.push(("STREAMC_FAULT", format!("{point}@{n}")));
+    }
     let mut p = Proc::start(&format!("run {i}"), bin, &job.args(0, false), &env, log);
     match kill {
         Kill::After(d) | Kill::Term(d) => {
@@ -210,16 +207,29 @@ fn one_run(
     }
 }
 
+/// Where the crash test's checkpoints go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Storage {
+    /// No checkpoints.
+    None,
+    /// A local directory.
+    Local,
+    /// `s3://` on the project's S3 server: every restart restores from S3 alone.
+    S3,
+}
+
 /// The crash loop: `schedule` runs while the input is produced, then a `--bounded` run.
-fn crash_and_finish(tag: &str, checkpoints: bool, seed: u64) {
+fn crash_and_finish(tag: &str, storage: Storage, seed: u64) {
     let _serial = serial();
     let scratch = Scratch::new(tag);
     let mut journal = Journal::new();
     let topics = Topics::create(tag, PARTITIONS);
-    let ck = checkpoints.then(|| Checkpoints {
-        interval: "300ms".into(),
-        storage: scratch.join("checkpoints"),
-    });
+    let checkpoints = storage != Storage::None;
+    let ck = match storage {
+        Storage::None => None,
+        Storage::Local => Some(Checkpoints::local("300ms", scratch.join("checkpoints"))),
+        Storage::S3 => Some(Checkpoints::s3("300ms", &scratch_prefix(&scratch))),
+    };
     let job = StateJob::new(tag, &topics, ck);
     let bin = job.build(&scratch.path, "job.yaml");
     let input = generate(&Params::standard(seed, PARTITIONS, 8000));
@@ -260,7 +270,7 @@ fn crash_and_finish(tag: &str, checkpoints: bool, seed: u64) {
         "final",
         &bin,
         &job.args(0, true),
-        &[],
+        &job.env(),
         scratch.join("final.log"),
     );
     let status = last.wait_timeout(Duration::from_secs(120));
@@ -316,14 +326,33 @@ fn crash_and_finish(tag: &str, checkpoints: bool, seed: u64) {
     assert!(schedule.len() >= 20);
 }
 
+/// A prefix in the S3 bucket of this test run alone.
+fn scratch_prefix(scratch: &Scratch) -> String {
+    let name = scratch
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .collect();
+    format!("crash/{name}-{}", std::process::id())
+}
+
+#[test]
+fn crash_test_exactly_once_with_s3_checkpoints() {
+    crash_and_finish("s3", Storage::S3, seed(5151));
+}
+
 #[test]
 fn crash_test_exactly_once() {
-    crash_and_finish("crash", true, seed(2024));
+    crash_and_finish("crash", Storage::Local, seed(2024));
 }
 
 #[test]
 fn restarts_without_checkpoints_keep_the_upsert_view_exact() {
-    crash_and_finish("alo", false, seed(77));
+    crash_and_finish("alo", Storage::None, seed(77));
 }
 
 /// A restart judges a new record against the watermark its partition had when it was
@@ -334,10 +363,7 @@ fn restart_keeps_the_watermark(tag: &str, checkpoints: bool) {
     let _serial = serial();
     let scratch = Scratch::new(tag);
     let topics = Topics::create(tag, 1);
-    let ck = checkpoints.then(|| Checkpoints {
-        interval: "200ms".into(),
-        storage: scratch.join("checkpoints"),
-    });
+    let ck = checkpoints.then(|| Checkpoints::local("200ms", scratch.join("checkpoints")));
     let job = StateJob::new(tag, &topics, ck);
     let bin = job.build(&scratch.path, "job.yaml");
     let t0 = 1_700_000_000_000i64;
