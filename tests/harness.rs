@@ -135,8 +135,8 @@ impl Checkpoints {
     /// Checkpoints every `interval` into `s3://streamc/<prefix>` on the project's S3
     /// server (`scripts/s3 start`; `STREAMC_S3_ENDPOINT` names another).
     pub fn s3(interval: &str, prefix: &str) -> Self {
-        let endpoint = std::env::var("STREAMC_S3_ENDPOINT")
-            .unwrap_or_else(|_| "http://127.0.0.1:9000".into());
+        let endpoint =
+            std::env::var("STREAMC_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9000".into());
         Checkpoints {
             interval: interval.into(),
             storage: format!("s3://streamc/{prefix}"),

@@ -599,7 +599,10 @@ fn s3_options_change_the_build() {
     assert_ne!(plain, region);
     assert_ne!(endpoint, region);
     assert!(endpoint.contains("http://127.0.0.1:9000"));
-    assert!(!crate_of(&kafka_ck()).unwrap().contains("\"s3\""), "only for s3:// storage");
+    assert!(
+        !crate_of(&kafka_ck()).unwrap().contains("\"s3\""),
+        "only for s3:// storage"
+    );
 }
 
 #[test]

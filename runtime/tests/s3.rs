@@ -78,7 +78,10 @@ fn put_get_list_delete_contract() {
     s.delete_prefix("j/1").unwrap();
     assert_eq!(s.list("j").unwrap(), ["j/10/x"]);
     assert!(s.put("../escape", b"x").is_err());
-    assert!(s.location("a/b.bin").starts_with("s3://streamc/tests/contract-"));
+    assert!(
+        s.location("a/b.bin")
+            .starts_with("s3://streamc/tests/contract-")
+    );
     s.delete_prefix("a").unwrap();
     s.delete_prefix("j").unwrap();
     s.delete("empty").unwrap();
@@ -142,7 +145,10 @@ fn checkpoint_chains_are_written_read_and_collected_on_s3() {
         )
         .unwrap();
     let m3 = store
-        .write(Some(&m2), checkpoint(3, &[("s0-p0", GroupState::Unchanged)]))
+        .write(
+            Some(&m2),
+            checkpoint(3, &[("s0-p0", GroupState::Unchanged)]),
+        )
         .unwrap();
     assert_eq!(store.latest().unwrap().unwrap().id, 3);
     assert_eq!(
@@ -168,7 +174,10 @@ fn checkpoint_chains_are_written_read_and_collected_on_s3() {
     let report = store.collect(1, &[]).unwrap();
     assert_eq!(report.kept, [4]);
     assert_eq!(report.deleted, [1, 2, 3]);
-    assert_eq!(store.read_chain(&m4, "s0-p0").unwrap(), [b"full-4".to_vec()]);
+    assert_eq!(
+        store.read_chain(&m4, "s0-p0").unwrap(),
+        [b"full-4".to_vec()]
+    );
     let left = store.storage().list("job/0").unwrap();
     assert_eq!(
         left,

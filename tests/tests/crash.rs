@@ -324,6 +324,61 @@ fn crash_and_finish(tag: &str, storage: Storage, seed: u64) {
         );
     }
     assert!(schedule.len() >= 20);
+    if storage == Storage::S3 {
+        checkpoint_tool_on_s3(&job);
+    }
+}
+
+/// `streamc checkpoints list|inspect|gc` on the checkpoints the crash test left on S3
+/// (through the tool the CLI builds for `s3://`).
+fn checkpoint_tool_on_s3(job: &StateJob) {
+    let ck = job.checkpoints.as_ref().expect("checkpoints");
+    let tool = streamc::build::build_checkpoint_tool(&Default::default())
+        .unwrap_or_else(|e| panic!("building the checkpoint tool: {e}"))
+        .binary;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&tool)
+            .args(args)
+            .envs(ck.env())
+            .env("AWS_ENDPOINT", "http://127.0.0.1:9000")
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .expect("running the checkpoint tool");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let url = ck.storage.as_str();
+    let rows = |text: &str| text.lines().skip(1).count();
+    let listed = run(&["list", url, "--job", &job.name]);
+    assert!(rows(&listed) >= 1, "{listed}");
+    let newest = listed
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let shown = run(&["inspect", url, &format!("0/{newest}"), "--job", &job.name]);
+    assert!(
+        shown.contains(&format!(
+            "s3://streamc/{}",
+            url.trim_start_matches("s3://streamc/")
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains("key groups"), "{shown}");
+    let gc = run(&["gc", url, "--job", &job.name, "--retain", "1"]);
+    assert!(gc.contains("kept"), "{gc}");
+    let after = run(&["list", url, "--job", &job.name]);
+    assert_eq!(rows(&after), 1, "one checkpoint kept:\n{after}");
+    assert!(after.lines().last().unwrap().split_whitespace().nth(2) == Some(newest.as_str()));
 }
 
 /// A prefix in the S3 bucket of this test run alone.
@@ -335,7 +390,13 @@ fn scratch_prefix(scratch: &Scratch) -> String {
         .unwrap_or_default();
     let name: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("crash/{name}-{}", std::process::id())
 }

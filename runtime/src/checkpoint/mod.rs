@@ -19,7 +19,8 @@
 //!   offsets (`streamc1;ck=...`, `streamc1;wm=...;pos=...`).
 //! - [`store`]: [`CheckpointStore`]: write, latest, get, list, read a chain; `gc`:
 //!   [`CheckpointStore::collect`].
-//! - [`catalog`]: [`scan`] and [`load_manifest`] over any storage (the CLI's view).
+//! - [`catalog`]: [`scan`] and [`load_manifest`] over any storage (the CLI's view);
+//!   [`inspect`]: `streamc checkpoints list|inspect|gc` (and the `s3://` tool's `main`).
 //!
 //! Architecture Invariants:
 //! - the manifest is written last: a checkpoint without a manifest does not exist;
@@ -30,6 +31,7 @@
 pub mod catalog;
 mod error;
 mod gc;
+pub mod inspect;
 pub mod manifest;
 pub mod metadata;
 pub mod paths;

@@ -172,19 +172,18 @@ impl S3Storage {
 
 /// An `object_store` error as an `io::Error` of the matching kind, its message whole.
 fn io_error(e: object_store::Error) -> io::Error {
-    let kind = match &e {
-        object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
-        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
-            io::ErrorKind::AlreadyExists
-        }
-        object_store::Error::InvalidPath { .. } => io::ErrorKind::InvalidInput,
-        object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. } => io::ErrorKind::PermissionDenied,
-        object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => {
-            io::ErrorKind::Unsupported
-        }
-        _ => io::ErrorKind::Other,
-    };
+    let kind =
+        match &e {
+            object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+            object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. } => io::ErrorKind::AlreadyExists,
+            object_store::Error::InvalidPath { .. } => io::ErrorKind::InvalidInput,
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => io::ErrorKind::PermissionDenied,
+            object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. } => io::ErrorKind::Unsupported,
+            _ => io::ErrorKind::Other,
+        };
     let mut message = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
@@ -247,7 +246,11 @@ impl Storage for S3Storage {
 
     fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
         let p = self.path(prefix, true)?;
-        let root = if p.as_ref().is_empty() { None } else { Some(&p) };
+        let root = if p.as_ref().is_empty() {
+            None
+        } else {
+            Some(&p)
+        };
         let metas = self
             .runtime
             .block_on(async { self.store.list(root).collect::<Vec<_>>().await });

@@ -438,7 +438,11 @@ mod tests {
             s.get("m/MANIFEST.json").unwrap().as_deref(),
             Some(&b"first"[..])
         );
-        assert_eq!(s.list("m").unwrap(), ["m/MANIFEST.json"], "no temporary left");
+        assert_eq!(
+            s.list("m").unwrap(),
+            ["m/MANIFEST.json"],
+            "no temporary left"
+        );
     }
 
     #[test]

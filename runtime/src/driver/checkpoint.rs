@@ -76,8 +76,8 @@ impl Checkpointer {
         instance: &str,
         from: Option<&str>,
     ) -> Result<Self, Error> {
-        let store =
-            CheckpointStore::open_with(storage, &spec.s3, job, instance).map_err(Error::Checkpoint)?;
+        let store = CheckpointStore::open_with(storage, &spec.s3, job, instance)
+            .map_err(Error::Checkpoint)?;
         let next_id = store.next_id().map_err(Error::Checkpoint)?;
         let from = match from {
             None => None,
