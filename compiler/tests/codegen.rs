@@ -65,8 +65,8 @@ fn every_pipeline_checks_and_generates() {
     assert!(specs.len() >= 6, "pipelines/ has the example specs");
     for spec in specs {
         let name = spec.file_stem().unwrap().to_string_lossy().into_owned();
-        // Ungated: `page_views` (the spec's whole example) uses forms this build rejects
-        // in `streamc check`; its plan is still explained and code generation refuses it.
+        // Ungated: a form `streamc check` rejects would still be explained, and code
+        // generation would refuse it (none of the examples has one).
         let text = std::fs::read_to_string(&spec).unwrap();
         let mut checked = match streamc::check::check_source_ungated(&spec, &text) {
             Ok(c) => c,
@@ -79,11 +79,6 @@ fn every_pipeline_checks_and_generates() {
         );
         match streamc::codegen::generate_main(&checked.plan) {
             Ok(code) => insta::assert_snapshot!(format!("generated_{name}"), redact(&code)),
-            Err(streamc::codegen::CodegenError::Unsupported(msg)) => {
-                // Only the spec's whole example (RocksDB: a later issue).
-                assert_eq!(name, "page_views", "{msg}");
-                assert!(msg.contains("RocksDB"), "{name}: {msg}");
-            }
             Err(e) => panic!("{name}: {e}"),
         }
     }

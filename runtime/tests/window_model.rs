@@ -4,10 +4,12 @@
 //! fed to both as a driver would (process an event, then advance the watermark to
 //! `max ts seen - out_of_orderness`; at the end `i64::MAX`), and every call's result is
 //! compared: accepted/too late, the emissions in order, and the number of held windows.
+//! With feature `rocksdb`, the same cases run on RocksDB state too, with a write-back
+//! cache of three entries per store (nearly every access goes to RocksDB).
 
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
-use streamc_runtime::state::{Decoder, Encoder, Memory, Mode};
+use streamc_runtime::state::{Backend, Decoder, Encoder, Memory, Mode};
 use streamc_runtime::window::{Aggregator, Emission, WindowKind, WindowOperator, WindowSpec};
 
 /// The test accumulator: count, sum and the values.
@@ -295,7 +297,12 @@ fn case_with(kind: impl Strategy<Value = WindowKind>) -> impl Strategy<Value = C
 }
 
 fn run(case: &Case) -> Result<(), TestCaseError> {
-    let mut op = WindowOperator::<u8, Acc, Memory>::with_backend(case.spec, Memory::tracking());
+    run_on(case, Memory::tracking)
+}
+
+/// [`run`] on the backends `backend` makes (one per operator).
+fn run_on<B: Backend>(case: &Case, mut backend: impl FnMut() -> B) -> Result<(), TestCaseError> {
+    let mut op = WindowOperator::<u8, Acc, B>::with_backend(case.spec, backend());
     // Snapshots every few events (a full one, then deltas); at `snapshot_at` the chain is
     // restored into a fresh operator, which carries on in place of the original.
     let mut chain: Vec<Vec<u8>> = vec![];
@@ -346,7 +353,7 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
             chain.push(e.into_bytes());
         }
         if i == case.snapshot_at {
-            op = WindowOperator::with_backend(case.spec, Memory::tracking());
+            op = WindowOperator::with_backend(case.spec, backend());
             for blob in &chain {
                 let mut d = Decoder::new(blob);
                 op.restore(&mut d)
@@ -431,6 +438,50 @@ proptest! {
     #[test]
     fn sliding_matches_model(case in case_with((1i64..8, 1i64..5).prop_map(|(slide, n)| WindowKind::Sliding { size: slide * n, slide }))) {
         run(&case)?;
+    }
+}
+
+/// Fresh RocksDB backends: one database per test, a key group per operator.
+#[cfg(feature = "rocksdb")]
+struct RocksBackends {
+    _dir: tempfile::TempDir,
+    db: std::rc::Rc<streamc_runtime::state::RocksDb>,
+    next: u32,
+}
+
+#[cfg(feature = "rocksdb")]
+impl RocksBackends {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = streamc_runtime::state::RocksDb::open_with(&dir.path().join("db"), &["op"], 3)
+            .expect("RocksDB opens");
+        RocksBackends {
+            _dir: dir,
+            db,
+            next: 0,
+        }
+    }
+
+    fn next(&mut self) -> streamc_runtime::state::Rocks {
+        self.next += 1;
+        self.db
+            .backend("op", true)
+            .expect("the column family")
+            .for_group(streamc_runtime::state::KeyGroup::Partition {
+                source: 0,
+                partition: self.next,
+            })
+    }
+}
+
+#[cfg(feature = "rocksdb")]
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn rocksdb_operator_matches_model(case in case_with(kind())) {
+        thread_local!(static B: std::cell::RefCell<RocksBackends> = std::cell::RefCell::new(RocksBackends::new()));
+        B.with_borrow_mut(|b| run_on(&case, || b.next()))?;
     }
 }
 

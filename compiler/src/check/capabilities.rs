@@ -7,7 +7,7 @@
 //! that every setting a plan carries either changes the generated crate or is rejected.
 
 use crate::diag::Diagnostic;
-use crate::spec::ast::{CheckpointMode, SinkBody, SourceKindDecl, Spec, StateBackend};
+use crate::spec::ast::{CheckpointMode, SinkBody, SourceKindDecl, Spec};
 
 use super::Checker;
 
@@ -59,17 +59,6 @@ impl Checker<'_> {
                     ),
                 );
             }
-        }
-        if let Some(s) = &spec.state
-            && s.backend.value == StateBackend::RocksDb
-        {
-            self.error(
-                Diagnostic::error(
-                    "the RocksDB state backend is not in this version of streamc yet",
-                )
-                .label(s.backend.span, "not implemented")
-                .help("write `backend: memory` (or remove `state:`): state is kept in memory"),
-            );
         }
     }
 }

@@ -202,6 +202,8 @@ pub(super) struct Run<'a, P: Pipeline> {
     /// The manifest the task group was last restored from (a multi-source job restores
     /// it once per manifest).
     pub(super) task_from: Option<CheckpointRef>,
+    /// The state backend (checked for errors after every batch).
+    pub(super) state: &'a super::StateEnv,
 }
 
 impl<P: Pipeline> Run<'_, P> {
@@ -977,6 +979,9 @@ impl<P: Pipeline> Run<'_, P> {
                 if let Some(halt) = ctx.halt() {
                     return halt;
                 }
+                // A state backend error (RocksDB I/O) ends the job before anything of
+                // the batch is flushed, committed or checkpointed.
+                self.state.check()?;
             }
             if live == 0 {
                 return Ok(Stop::Finished);

@@ -29,6 +29,7 @@ mod cli;
 mod context;
 mod drive;
 mod fault;
+mod state;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -46,6 +47,7 @@ pub use cli::{
 };
 pub use context::Context;
 pub use fault::FAULT_ENV;
+pub use state::{StateEnv, StateSpec};
 
 use crate::kafka::{BROKERS_ENV, KafkaEnv};
 use crate::metrics::{Metrics, MetricsServer};
@@ -107,8 +109,9 @@ pub enum Error {
     /// Checkpoint storage failed (opening it, reading a checkpoint).
     #[error("checkpoints: {0}")]
     Checkpoint(#[source] crate::checkpoint::CheckpointError),
-    /// A snapshot could not be encoded (a streamc bug).
-    #[error("cannot snapshot the state: {0}")]
+    /// The state backend failed (RocksDB: it cannot open its directory, an I/O error),
+    /// or a snapshot could not be encoded (a streamc bug).
+    #[error("state: {0}")]
     State(#[source] crate::state::StateError),
     /// A checkpoint's state layout is not this binary's.
     #[error(
@@ -378,7 +381,8 @@ where
 {
     run_with(
         spec,
-        pipeline,
+        &StateSpec::Memory,
+        Target::<P, Given<P>>::Given(pipeline),
         args,
         false,
         Arc::new(AtomicBool::new(false)),
@@ -399,12 +403,29 @@ where
     I: IntoIterator,
     I::Item: Into<OsString>,
 {
-    run_with(spec, pipeline, args, false, stop)
+    run_with(
+        spec,
+        &StateSpec::Memory,
+        Target::<P, Given<P>>::Given(pipeline),
+        args,
+        false,
+        stop,
+    )
 }
 
-fn run_with<P, I>(
+/// The maker of a `Target::Given` (never called).
+type Given<P> = fn(&StateEnv) -> Result<P, crate::state::StateError>;
+
+/// The pipeline a run drives: given, or made once the state backend is open.
+enum Target<'p, P, F> {
+    Given(&'p mut P),
+    Make(F),
+}
+
+fn run_with<P, I, F>(
     spec: &JobSpec,
-    pipeline: &mut P,
+    state: &StateSpec,
+    target: Target<'_, P, F>,
     args: I,
     force_second: bool,
     stop: Arc<AtomicBool>,
@@ -413,11 +434,22 @@ where
     P: Pipeline,
     I: IntoIterator,
     I::Item: Into<OsString>,
+    F: FnOnce(&StateEnv) -> Result<P, crate::state::StateError>,
 {
     let text = match parse_args(spec, args)? {
         Command::Run(opts) => {
             let signals = Signals::install(force_second, stop)?;
-            return execute(spec, pipeline, &opts, &signals.flag);
+            let instance = instance_id(&opts)?;
+            let env = StateEnv::open(state, spec.name, &instance)?;
+            let mut made;
+            let pipeline = match target {
+                Target::Given(p) => p,
+                Target::Make(make) => {
+                    made = make(&env).map_err(Error::State)?;
+                    &mut made
+                }
+            };
+            return execute(spec, pipeline, &opts, &signals.flag, &env, instance);
         }
         Command::Help => usage(spec),
         Command::Version => format!(
@@ -479,6 +511,28 @@ pub fn init_logging() -> Result<(), Error> {
 /// SIGTERM/SIGINT (flush sinks, commit offsets, exit 0). Errors are printed and give
 /// exit code 1.
 pub fn main<P: Pipeline>(spec: JobSpec, mut pipeline: P) -> std::process::ExitCode {
+    main_of(
+        spec,
+        &StateSpec::Memory,
+        Target::<P, Given<P>>::Given(&mut pipeline),
+    )
+}
+
+/// [`main`] for a pipeline made by `make` once the state backend `state` is open
+/// (the generated `main`: `Job::open`).
+pub fn main_with<P, F>(spec: JobSpec, state: StateSpec, make: F) -> std::process::ExitCode
+where
+    P: Pipeline,
+    F: FnOnce(&StateEnv) -> Result<P, crate::state::StateError>,
+{
+    main_of(spec, &state, Target::Make(make))
+}
+
+fn main_of<P, F>(spec: JobSpec, state: &StateSpec, target: Target<'_, P, F>) -> ExitCode
+where
+    P: Pipeline,
+    F: FnOnce(&StateEnv) -> Result<P, crate::state::StateError>,
+{
     if let Err(e) = init_logging() {
         eprintln!("{}: error: {e}", spec.name);
         return ExitCode::from(2);
@@ -486,7 +540,8 @@ pub fn main<P: Pipeline>(spec: JobSpec, mut pipeline: P) -> std::process::ExitCo
     let stop = Arc::new(AtomicBool::new(false));
     match run_with(
         &spec,
-        &mut pipeline,
+        state,
+        target,
         std::env::args_os().skip(1),
         true,
         stop,
@@ -596,20 +651,8 @@ fn restart(spec: &JobSpec, e: &Error) {
     tracing::error!(job = spec.name, error = %err, "cannot restart");
 }
 
-fn execute<P: Pipeline>(
-    spec: &JobSpec,
-    pipeline: &mut P,
-    opts: &Options,
-    stop: &AtomicBool,
-) -> Result<Summary, Error> {
-    let started = Instant::now();
-    let faults = fault::Faults::from_env().map_err(Error::Usage)?;
-    let resolved = Resolved::new(spec, opts);
-    resolved.check_overwrites()?;
-    let brokers = opts
-        .brokers
-        .clone()
-        .or_else(|| std::env::var(BROKERS_ENV).ok());
+/// The instance id: `--instance-id`, `STREAMC_INSTANCE`, or `0`.
+fn instance_id(opts: &Options) -> Result<String, Error> {
     let instance = opts
         .instance_id
         .clone()
@@ -622,6 +665,25 @@ fn execute<P: Pipeline>(
         .unwrap_or_else(|| "0".to_string());
     crate::checkpoint::validate_instance_id(&instance)
         .map_err(|e| Error::Usage(format!("instance id {instance:?}: {e}")))?;
+    Ok(instance)
+}
+
+fn execute<P: Pipeline>(
+    spec: &JobSpec,
+    pipeline: &mut P,
+    opts: &Options,
+    stop: &AtomicBool,
+    state: &StateEnv,
+    instance: String,
+) -> Result<Summary, Error> {
+    let started = Instant::now();
+    let faults = fault::Faults::from_env().map_err(Error::Usage)?;
+    let resolved = Resolved::new(spec, opts);
+    resolved.check_overwrites()?;
+    let brokers = opts
+        .brokers
+        .clone()
+        .or_else(|| std::env::var(BROKERS_ENV).ok());
     let mut env = KafkaEnv::new(spec.name, brokers);
     env.bounded = opts.bounded;
     env.instance = instance.clone();
@@ -727,6 +789,7 @@ fn execute<P: Pipeline>(
         sinks_restored: false,
         manifests: std::collections::BTreeMap::new(),
         task_from: None,
+        state,
     };
     let mut outcome = if kafka_sources == 0 {
         run.restore_at_start()

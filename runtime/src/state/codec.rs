@@ -50,6 +50,11 @@ impl Encoder {
         Ok(())
     }
 
+    /// Appends bytes that are already encoded values (a store's entries kept encoded).
+    pub fn put_raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
     /// Bytes so far.
     pub fn len(&self) -> usize {
         self.buf.len()
@@ -116,6 +121,11 @@ impl<'a> Decoder<'a> {
         let (head, rest) = self.rest.split_at(n);
         self.rest = rest;
         Ok(head)
+    }
+
+    /// What is left to read (the bytes of the values that follow).
+    pub fn remaining(&self) -> &'a [u8] {
+        self.rest
     }
 
     /// Whether everything was read.

@@ -11,7 +11,8 @@
 //! - [`GroupState`]: the object-safe, cold-path view of a `Groups` that the generated
 //!   `Pipeline::state` hands to the driver (checkpoints, rebalances).
 //! - [`store`]: the keyed store trait the window kinds are generic over, with the memory
-//!   implementation (RocksDB implements it in the next issue).
+//!   implementation; [`rocks`] (feature `rocksdb`) the RocksDB one, whose keys are
+//!   encoded by [`memcmp`] so that their byte order is their order.
 //! - [`codec`]: the compact binary encoding of keys, accumulators and window state
 //!   (postcard) and the framing of snapshots.
 //!
@@ -19,11 +20,17 @@
 //! operators) or the driver (watermarks, source positions, sink positions).
 
 pub mod codec;
+#[cfg(feature = "rocksdb")]
+pub mod memcmp;
+#[cfg(feature = "rocksdb")]
+pub mod rocks;
 pub mod store;
 
 use std::fmt;
 
 pub use codec::{Decoder, Encoder, StateError};
+#[cfg(feature = "rocksdb")]
+pub use rocks::{Rocks, RocksDb, RocksStore};
 pub use store::{Backend, KeyedStore, MemStore, Memory, StateKey, StateValue};
 
 /// The unit of state that is snapshotted, dropped and restored alone.

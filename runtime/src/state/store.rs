@@ -3,7 +3,9 @@
 //! A [`KeyedStore`] maps keys to values within one operator and key group. It knows what
 //! changed since its last snapshot, so a checkpoint writes only that (`Mode::Delta`).
 //! A [`Backend`] makes stores; a window kind is generic over the backend, so RocksDB
-//! (next issue) is another `Backend` whose stores live on disk.
+//! (`rocks.rs`, feature `rocksdb`) is another `Backend` whose stores live on disk. A
+//! store is named by a tag, unique within its operator and key group (RocksDB keeps
+//! each store in a contiguous key range named by it; memory ignores it).
 //!
 //! The memory store is a hashbrown map looked up by `&K` (one hash per lookup; the key is
 //! cloned only when an entry is created). With change tracking on, each entry carries a
@@ -40,10 +42,10 @@ pub trait KeyedStore<K, V> {
     fn get_mut(&mut self, key: &K) -> Option<&mut V>;
     /// The entry of `key`, created with `make` when missing (then the flag is true).
     fn get_or_insert_with(&mut self, key: &K, make: impl FnOnce() -> V) -> (&mut V, bool);
-    /// Removes the entry of `key`.
-    fn remove(&mut self, key: &K) -> Option<V>;
-    /// Every entry, in no particular order.
-    fn entries_mut(&mut self) -> Vec<(&K, &mut V)>;
+    /// Removes the entry of `key`; whether there was one.
+    fn remove(&mut self, key: &K) -> bool;
+    /// Every entry in order of key, mutably (firing a window of every key).
+    fn for_each_sorted_mut(&mut self, f: impl FnMut(&K, &mut V));
     /// Every entry, read only (rebuilding indexes after a restore).
     fn for_each(&self, f: impl FnMut(&K, &V));
     /// Lets memory follow live state after many entries were removed.
@@ -59,8 +61,9 @@ pub trait KeyedStore<K, V> {
 pub trait Backend: Clone + std::fmt::Debug + 'static {
     /// The store type for keys `K` and values `V`.
     type Store<K: StateKey, V: StateValue>: KeyedStore<K, V>;
-    /// A new, empty store with room for `capacity` entries.
-    fn store<K: StateKey, V: StateValue>(&self, capacity: usize) -> Self::Store<K, V>;
+    /// A new, empty store named `tag` (unique among the stores of one operator
+    /// instance alive at a time) with room for `capacity` entries.
+    fn store<K: StateKey, V: StateValue>(&self, tag: &[u8], capacity: usize) -> Self::Store<K, V>;
 }
 
 /// State in memory (the default backend).
@@ -80,7 +83,7 @@ impl Memory {
 impl Backend for Memory {
     type Store<K: StateKey, V: StateValue> = MemStore<K, V>;
 
-    fn store<K: StateKey, V: StateValue>(&self, capacity: usize) -> MemStore<K, V> {
+    fn store<K: StateKey, V: StateValue>(&self, _tag: &[u8], capacity: usize) -> MemStore<K, V> {
         MemStore {
             map: HashMap::with_capacity(capacity),
             removed: Vec::new(),
@@ -150,22 +153,23 @@ impl<K: StateKey, V: StateValue> KeyedStore<K, V> for MemStore<K, V> {
         }
     }
 
-    fn remove(&mut self, key: &K) -> Option<V> {
-        let (k, e) = self.map.remove_entry(key)?;
+    fn remove(&mut self, key: &K) -> bool {
+        let Some((k, _)) = self.map.remove_entry(key) else {
+            return false;
+        };
         if self.tracking {
             self.removed.push(k);
         }
-        Some(e.value)
+        true
     }
 
-    fn entries_mut(&mut self) -> Vec<(&K, &mut V)> {
-        self.map
-            .iter_mut()
-            .map(|(k, e)| {
-                e.changed = true;
-                (k, &mut e.value)
-            })
-            .collect()
+    fn for_each_sorted_mut(&mut self, mut f: impl FnMut(&K, &mut V)) {
+        let mut entries: Vec<(&K, &mut Entry<V>)> = self.map.iter_mut().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (k, e) in entries {
+            e.changed = true;
+            f(k, &mut e.value);
+        }
     }
 
     fn for_each(&self, mut f: impl FnMut(&K, &V)) {
@@ -266,7 +270,7 @@ mod tests {
     #[test]
     fn deltas_on_a_full_snapshot_reproduce_the_store() {
         let b = Memory::tracking();
-        let mut s: MemStore<u32, String> = b.store(0);
+        let mut s: MemStore<u32, String> = b.store(b"t", 0);
         let mut chain = Vec::new();
         let mut r: u64 = 7;
         for round in 0..30 {
@@ -301,7 +305,7 @@ mod tests {
             }
             chain.push(e.into_bytes());
             // Restoring the chain into a fresh store gives the same contents.
-            let mut t: MemStore<u32, String> = b.store(0);
+            let mut t: MemStore<u32, String> = b.store(b"t", 0);
             for blob in &chain {
                 let mut d = Decoder::new(blob);
                 t.restore(&mut d).unwrap();
@@ -317,7 +321,7 @@ mod tests {
 
     #[test]
     fn without_tracking_only_full_snapshots() {
-        let mut s: MemStore<u32, u32> = Memory::default().store(0);
+        let mut s: MemStore<u32, u32> = Memory::default().store(b"t", 0);
         s.get_or_insert_with(&1, || 5);
         s.remove(&1);
         assert!(s.removed.is_empty());

@@ -139,6 +139,16 @@ struct Slot<S> {
     fresh: bool,
 }
 
+/// The store tag of the slot of window bounds `(end, start)`: `f`, then both bounds
+/// big-endian with the sign bit flipped (ordered like the bounds).
+fn slot_tag(end: i64, start: i64) -> [u8; 17] {
+    let mut tag = [0u8; 17];
+    tag[0] = b'f';
+    tag[1..9].copy_from_slice(&((end as u64) ^ (1 << 63)).to_be_bytes());
+    tag[9..].copy_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
+    tag
+}
+
 /// Tumbling (or sliding) windows of every key.
 pub(super) struct FixedWindows<K: StateKey, A: StateValue, B: Backend> {
     assigner: Assigner,
@@ -231,7 +241,7 @@ where
             s += step;
             let (hint, backend) = (self.size_hint, &self.backend);
             let slot = self.slots.entry((end, start)).or_insert_with(|| Slot {
-                keys: backend.store(hint),
+                keys: backend.store(&slot_tag(end, start), hint),
                 fresh: true,
             });
             let (w, new) = slot.keys.get_or_insert_with(key, || Win {
@@ -261,11 +271,9 @@ where
         // (`range_mut` panics on an empty or inverted range: the guard rules that out.)
         if self.fired_to < wm {
             for (&(end, start), slot) in self.slots.range_mut(due) {
-                let mut wins = slot.keys.entries_mut();
-                wins.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                for (key, w) in wins {
+                slot.keys.for_each_sorted_mut(|key, w| {
                     emit(fire_next(key.clone(), start, end, &mut w.next_rev, &w.acc));
-                }
+                });
             }
             self.fired_to = wm;
         }
@@ -304,7 +312,7 @@ where
         for _ in 0..n {
             let bounds: (i64, i64) = input.take()?;
             let mut slot = old.remove(&bounds).unwrap_or_else(|| Slot {
-                keys: self.backend.store(0),
+                keys: self.backend.store(&slot_tag(bounds.0, bounds.1), 0),
                 fresh: false,
             });
             slot.keys.restore(input)?;

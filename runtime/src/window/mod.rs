@@ -4,9 +4,10 @@
 //! struct `K` and accumulator struct `A`. State is organised so that firing and purging
 //! cost no scan over all keys: timers are kept ordered by time.
 //!
-//! State lives in keyed stores of a [`Backend`] (`crate::state::store`: memory now,
-//! RocksDB next); what is only an index over it (timers, counts) is rebuilt from the
-//! stores on restore, so a snapshot holds the stores and a few scalars.
+//! State lives in keyed stores of a [`Backend`] (`crate::state::store`: memory, or
+//! RocksDB with feature `rocksdb`); what is only an index over it (timers, counts) is
+//! kept in memory with either backend and rebuilt from the stores on restore, so a
+//! snapshot holds the stores and a few scalars.
 //!
 //! - `fixed.rs`: tumbling windows (and the window arithmetic of sliding ones). State
 //!   is window-major, `BTreeMap<(end, start), store of K>`, which is its own timer

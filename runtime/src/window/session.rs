@@ -259,7 +259,7 @@ where
         Sessions {
             gap,
             lateness,
-            keys: backend.store(0),
+            keys: backend.store(b"w", 0),
             timers: BTreeSet::new(),
             live: 0,
             starts: StartIndex::default(),

@@ -58,7 +58,7 @@ where
         SlidingWindows {
             assigner: Assigner::Sliding { size, slide },
             lateness,
-            keys: backend.store(0),
+            keys: backend.store(b"s", 0),
             timers: BTreeMap::new(),
             fired_to: i64::MIN,
             live: 0,
