@@ -116,7 +116,45 @@ pub enum Variant {
 #[derive(Clone, Debug)]
 pub struct Checkpoints {
     pub interval: String,
-    pub storage: PathBuf,
+    /// The storage URL (`file:///dir`, `s3://bucket/prefix`).
+    pub storage: String,
+    /// `checkpoint.s3` options, as YAML flow text (`{endpoint: ...}`), if any.
+    pub s3: Option<String>,
+}
+
+impl Checkpoints {
+    /// Checkpoints every `interval` into the local directory `dir`.
+    pub fn local(interval: &str, dir: PathBuf) -> Self {
+        Checkpoints {
+            interval: interval.into(),
+            storage: format!("file://{}", dir.display()),
+            s3: None,
+        }
+    }
+
+    /// Checkpoints every `interval` into `s3://streamc/<prefix>` on the project's S3
+    /// server (`scripts/s3 start`; `STREAMC_S3_ENDPOINT` names another).
+    pub fn s3(interval: &str, prefix: &str) -> Self {
+        let endpoint =
+            std::env::var("STREAMC_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9000".into());
+        Checkpoints {
+            interval: interval.into(),
+            storage: format!("s3://streamc/{prefix}"),
+            s3: Some(format!("{{endpoint: \"{endpoint}\", region: us-east-1}}")),
+        }
+    }
+
+    /// The environment a job checkpointing here needs (S3 credentials).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        if self.storage.starts_with("s3://") {
+            vec![
+                ("AWS_ACCESS_KEY_ID", "streamc".into()),
+                ("AWS_SECRET_ACCESS_KEY", "streamc-secret".into()),
+            ]
+        } else {
+            vec![]
+        }
+    }
 }
 
 /// The topics of one test.
@@ -204,17 +242,6 @@ impl StateJob {
         }
     }
 
-    /// The environment its runs need (RocksDB state: a small write-back cache).
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        match &self.rocksdb {
-            Some(_) => vec![(
-                "STREAMC_ROCKSDB_CACHE_ENTRIES",
-                ROCKSDB_CACHE_ENTRIES.to_string(),
-            )],
-            None => Vec::new(),
-        }
-    }
-
     pub fn with_variant(&self, variant: Variant) -> StateJob {
         StateJob {
             variant,
@@ -232,9 +259,12 @@ impl StateJob {
         };
         let checkpoint = match &self.checkpoints {
             Some(c) => format!(
-                "checkpoint:\n  interval: {}\n  storage: file://{}\n",
+                "checkpoint:\n  interval: {}\n  storage: {}\n{}",
                 c.interval,
-                c.storage.display()
+                c.storage,
+                c.s3.as_ref()
+                    .map(|s| format!("  s3: {s}\n"))
+                    .unwrap_or_default()
             ),
             None => String::new(),
         };
@@ -376,6 +406,23 @@ sinks:
                 },
             ],
         }
+    }
+
+    /// The environment every run of the job needs (S3 credentials for `s3://` storage;
+    /// RocksDB state: a small write-back cache).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = self
+            .checkpoints
+            .as_ref()
+            .map(Checkpoints::env)
+            .unwrap_or_default();
+        if self.rocksdb.is_some() {
+            env.push((
+                "STREAMC_ROCKSDB_CACHE_ENTRIES",
+                ROCKSDB_CACHE_ENTRIES.to_string(),
+            ));
+        }
+        env
     }
 
     /// Arguments of instance `id` (`--instance-id` only when not the default 0).

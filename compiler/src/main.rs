@@ -66,7 +66,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Show the checkpoints in a checkpoint storage (the spec's `checkpoint.storage`).
+    /// Show or collect the checkpoints in a checkpoint storage (the spec's
+    /// `checkpoint.storage`).
     Checkpoints {
         #[command(subcommand)]
         command: CheckpointsCmd,
@@ -77,7 +78,8 @@ enum Cmd {
 enum CheckpointsCmd {
     /// One line per checkpoint: job, instance, id, time, age, mode, size, offsets.
     List {
-        /// `file:///abs/dir` or a directory.
+        /// `file:///abs/dir`, a directory or `s3://bucket/prefix` (S3 configured by the
+        /// AWS_* environment variables).
         storage: String,
         /// Only this job (pipeline name).
         #[arg(long)]
@@ -89,7 +91,7 @@ enum CheckpointsCmd {
     /// Everything a checkpoint holds: offsets and watermarks per partition, sinks,
     /// state layout, the chain of blobs of every key group.
     Inspect {
-        /// `file:///abs/dir` or a directory.
+        /// `file:///abs/dir`, a directory or `s3://bucket/prefix`.
         storage: String,
         /// `<instance>/<id>`, or a bare id when only one checkpoint has it.
         id: String,
@@ -102,6 +104,30 @@ enum CheckpointsCmd {
         /// Print the manifest as stored (JSON).
         #[arg(long)]
         json: bool,
+    },
+    /// Delete what no kept checkpoint references: per instance, keep the newest
+    /// `--retain` complete checkpoints and those named by `--keep` (with every blob their
+    /// chains use); delete other manifests first, then their blobs and half-written
+    /// directories. A running job collects by itself and also keeps what its group's
+    /// committed offsets name: name those with `--keep` (see `inspect`).
+    Gc {
+        /// `file:///abs/dir`, a directory or `s3://bucket/prefix`.
+        storage: String,
+        /// The job (pipeline name).
+        #[arg(long)]
+        job: String,
+        /// Only this instance.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Complete checkpoints kept per instance.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+        retain: u64,
+        /// Also keep this checkpoint (`<instance>/<id>`); repeatable.
+        #[arg(long)]
+        keep: Vec<String>,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -175,24 +201,41 @@ fn run(cmd: Cmd) -> miette::Result<ExitCode> {
             Err(err).into_diagnostic()
         }
         Cmd::Checkpoints { command } => {
+            use cli::checkpoints::{Command, run};
             match command {
                 CheckpointsCmd::List {
                     storage,
                     job,
                     instance,
-                } => cli::checkpoints::list(&storage, job.as_deref(), instance.as_deref())?,
+                } => run(&storage, Command::List, job.as_deref(), instance.as_deref())?,
                 CheckpointsCmd::Inspect {
                     storage,
                     id,
                     job,
                     instance,
                     json,
-                } => cli::checkpoints::inspect(
+                } => run(
                     &storage,
-                    &id,
+                    Command::Inspect { id: &id, json },
                     job.as_deref(),
                     instance.as_deref(),
-                    json,
+                )?,
+                CheckpointsCmd::Gc {
+                    storage,
+                    job,
+                    instance,
+                    retain,
+                    keep,
+                    dry_run,
+                } => run(
+                    &storage,
+                    Command::Gc {
+                        retain: usize::try_from(retain).unwrap_or(usize::MAX),
+                        keep: &keep,
+                        dry_run,
+                    },
+                    Some(&job),
+                    instance.as_deref(),
                 )?,
             }
             Ok(ExitCode::SUCCESS)

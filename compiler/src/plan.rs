@@ -196,11 +196,29 @@ pub struct RedisPlan {
 #[derive(Clone, Debug)]
 pub struct CheckpointPlan {
     pub interval: Millis,
-    /// `file:///abs/dir` (or `s3://`, refused until issue 12).
+    /// `file:///abs/dir` or `s3://bucket/prefix`.
     pub storage: String,
     pub exactly_once: bool,
     /// Complete checkpoints kept per instance; None: the runtime's default.
     pub retain: Option<u64>,
+    /// `checkpoint.s3` (only with `s3://` storage); what is None comes from the AWS
+    /// environment at run time.
+    pub s3: S3Plan,
+}
+
+/// The options of `s3://` checkpoint storage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Plan {
+    /// `http(s)://host[:port]`, without a trailing `/`.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
+impl CheckpointPlan {
+    /// Whether checkpoints go to S3 (the binary links the S3 client).
+    pub fn uses_s3(&self) -> bool {
+        self.storage.starts_with("s3://")
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -285,10 +285,95 @@ fn inspect_errors_are_clear() {
 }
 
 #[test]
-fn s3_storage_is_not_there_yet_and_says_when() {
-    let (code, _, err) = streamc(&["checkpoints", "list", "s3://bucket/prefix"]);
+fn gc_keeps_the_newest_and_named_checkpoints_and_what_their_chains_use() {
+    let d = tempfile::tempdir().unwrap();
+    let m2 = sample_storage(d.path());
+    let dir = d.path().to_str().unwrap();
+    let store = CheckpointStore::open(dir, "page_views", "0").unwrap();
+    let m3 = store
+        .write(
+            Some(&m2),
+            checkpoint(3, 6, vec![("task", GroupState::Delta(vec![2; 10]))]),
+        )
+        .unwrap();
+    // A dry run deletes nothing.
+    let (code, out, err) = streamc(&[
+        "checkpoints",
+        "gc",
+        dir,
+        "--job",
+        "page_views",
+        "--retain",
+        "1",
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("page_views/0: would keep 1, would delete checkpoints [1, 2]"),
+        "{out}"
+    );
+    assert_eq!(store.list(Some("0")).unwrap().len(), 3);
+
+    let (code, out, err) = streamc(&[
+        "checkpoints",
+        "gc",
+        dir,
+        "--job",
+        "page_views",
+        "--retain",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("page_views/0: kept [3], deleted checkpoints [1, 2]"),
+        "{out}"
+    );
+    assert!(out.contains("page_views/1: kept [2]"), "{out}");
+    let ids: Vec<u64> = store
+        .list(Some("0"))
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, [3]);
+    // Checkpoint 3's chain (the full blob of 1, the deltas of 2 and 3) is whole.
+    assert_eq!(
+        store.read_chain(&m3, "task").unwrap(),
+        [vec![7; 2048], vec![1; 10], vec![2; 10]]
+    );
+    // The other job is untouched.
+    let other = CheckpointStore::open(dir, "other", "0").unwrap();
+    assert_eq!(other.list(None).unwrap().len(), 1);
+
+    // --keep names one more to keep; errors are clear.
+    let (code, _, err) = streamc(&[
+        "checkpoints",
+        "gc",
+        dir,
+        "--job",
+        "page_views",
+        "--keep",
+        "x",
+    ]);
     assert_eq!(code, 1);
-    assert!(err.contains("issue 12"), "{err}");
+    assert!(
+        err.contains("--keep: invalid checkpoint reference `x`"),
+        "{err}"
+    );
+    let (code, _, err) = streamc(&[
+        "checkpoints",
+        "gc",
+        dir,
+        "--job",
+        "page_views",
+        "--retain",
+        "0",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("retain"), "{err}");
+    let (code, _, err) = streamc(&["checkpoints", "gc", dir]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--job"), "{err}");
 }
 
 #[test]

@@ -6,8 +6,8 @@
 //! does not compile here until it is covered (or named as derived from covered ones).
 
 use streamc::plan::{
-    AccPlan, AggregatePlan, CheckpointPlan, DatagenPlan, FlowPlan, Plan, RedisPlan, ServePlan,
-    SinkKind, SinkPlan, SourceKind, SourcePlan, StatePlan, WindowPlan,
+    AccPlan, AggregatePlan, CheckpointPlan, DatagenPlan, FlowPlan, Plan, RedisPlan, S3Plan,
+    ServePlan, SinkKind, SinkPlan, SourceKind, SourcePlan, StatePlan, WindowPlan,
 };
 
 const KAFKA: &str = r#"version: 1
@@ -268,7 +268,7 @@ const VARIATIONS: &[Variation] = &[
         KAFKA,
         &[(
             "dead_letter:",
-            "checkpoint: {interval: 10s, storage: s3://b/p}\ndead_letter:",
+            "checkpoint: {interval: 10s, storage: s3://bkt/p}\ndead_letter:",
         )],
     ),
     (
@@ -488,6 +488,11 @@ fn coverage(plan: &Plan) -> Vec<&'static str> {
         storage: _,      // "checkpoint", "checkpoint.storage", "checkpoint.s3"
         exactly_once: _, // "checkpoint.mode"
         retain: _,       // "checkpoint.retain"
+        s3:
+            S3Plan {
+                endpoint: _, // s3_options_change_the_build
+                region: _,   // s3_options_change_the_build
+            },
     }) = checkpoint
     {}
     match state {
@@ -573,6 +578,30 @@ fn every_setting_changes_the_build_or_is_rejected() {
     assert!(
         failures.is_empty(),
         "settings accepted by `streamc check` that do not change the generated crate: {failures:?}"
+    );
+}
+
+#[test]
+fn s3_options_change_the_build() {
+    let with = |s3: &str| {
+        crate_of(&KAFKA.replacen(
+            "dead_letter:",
+            &format!("checkpoint: {{interval: 10s, storage: s3://bkt/p{s3}}}\ndead_letter:"),
+            1,
+        ))
+        .unwrap()
+    };
+    let plain = with("");
+    assert!(plain.contains("\"s3\""), "the S3 client is compiled in");
+    let endpoint = with(", s3: {endpoint: \"http://127.0.0.1:9000\"}");
+    let region = with(", s3: {region: eu-west-1}");
+    assert_ne!(plain, endpoint);
+    assert_ne!(plain, region);
+    assert_ne!(endpoint, region);
+    assert!(endpoint.contains("http://127.0.0.1:9000"));
+    assert!(
+        !crate_of(&kafka_ck()).unwrap().contains("\"s3\""),
+        "only for s3:// storage"
     );
 }
 

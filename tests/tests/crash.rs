@@ -33,10 +33,7 @@ fn uninterrupted(tag: &str, checkpoints: bool, seed: u64) {
     let mut journal = Journal::new();
     let topics = Topics::create(tag, PARTITIONS);
     journal.log("topics created");
-    let ck = checkpoints.then(|| Checkpoints {
-        interval: "300ms".into(),
-        storage: scratch.join("checkpoints"),
-    });
+    let ck = checkpoints.then(|| Checkpoints::local("300ms", scratch.join("checkpoints")));
     let mut job = StateJob::new(tag, &topics, ck);
     // One run: no restart to speed up (and the build without checkpoints has no static
     // membership yet).
@@ -163,7 +160,7 @@ fn one_run(
     kill: &Kill,
 ) -> (String, Option<bool>) {
     let log = scratch.join(&format!("run-{i:02}.log"));
-    let mut env: Vec<(&str, String)> = job.env();
+    let mut env = job.env();
     if let Kill::Fault(point, n) = kill {
         env.push(("STREAMC_FAULT", format!("{point}@{n}")));
     }
@@ -213,17 +210,30 @@ fn one_run(
     }
 }
 
+/// Where the crash test's checkpoints go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Storage {
+    /// No checkpoints.
+    None,
+    /// A local directory.
+    Local,
+    /// `s3://` on the project's S3 server: every restart restores from S3 alone.
+    S3,
+}
+
 /// The crash loop: `schedule` runs while the input is produced, then a `--bounded` run
 /// (RocksDB state when `rocksdb`).
-fn crash_and_finish(tag: &str, checkpoints: bool, rocksdb: bool, seed: u64) {
+fn crash_and_finish(tag: &str, storage: Storage, rocksdb: bool, seed: u64) {
     let _serial = serial();
     let scratch = Scratch::new(tag);
     let mut journal = Journal::new();
     let topics = Topics::create(tag, PARTITIONS);
-    let ck = checkpoints.then(|| Checkpoints {
-        interval: "300ms".into(),
-        storage: scratch.join("checkpoints"),
-    });
+    let checkpoints = storage != Storage::None;
+    let ck = match storage {
+        Storage::None => None,
+        Storage::Local => Some(Checkpoints::local("300ms", scratch.join("checkpoints"))),
+        Storage::S3 => Some(Checkpoints::s3("300ms", &scratch_prefix(&scratch))),
+    };
     let mut job = StateJob::new(tag, &topics, ck);
     if rocksdb {
         job.rocksdb = Some(scratch.join("state"));
@@ -321,21 +331,101 @@ fn crash_and_finish(tag: &str, checkpoints: bool, rocksdb: bool, seed: u64) {
         );
     }
     assert!(schedule.len() >= 20);
+    if storage == Storage::S3 {
+        checkpoint_tool_on_s3(&job);
+    }
+}
+
+/// `streamc checkpoints list|inspect|gc` on the checkpoints the crash test left on S3
+/// (through the tool the CLI builds for `s3://`).
+fn checkpoint_tool_on_s3(job: &StateJob) {
+    let ck = job.checkpoints.as_ref().expect("checkpoints");
+    let tool = streamc::build::build_checkpoint_tool(&Default::default())
+        .unwrap_or_else(|e| panic!("building the checkpoint tool: {e}"))
+        .binary;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&tool)
+            .args(args)
+            .envs(ck.env())
+            .env("AWS_ENDPOINT", "http://127.0.0.1:9000")
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .expect("running the checkpoint tool");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let url = ck.storage.as_str();
+    let rows = |text: &str| text.lines().skip(1).count();
+    let listed = run(&["list", url, "--job", &job.name]);
+    assert!(rows(&listed) >= 1, "{listed}");
+    let newest = listed
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let shown = run(&["inspect", url, &format!("0/{newest}"), "--job", &job.name]);
+    assert!(
+        shown.contains(&format!(
+            "s3://streamc/{}",
+            url.trim_start_matches("s3://streamc/")
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains("key groups"), "{shown}");
+    let gc = run(&["gc", url, "--job", &job.name, "--retain", "1"]);
+    assert!(gc.contains("kept"), "{gc}");
+    let after = run(&["list", url, "--job", &job.name]);
+    assert_eq!(rows(&after), 1, "one checkpoint kept:\n{after}");
+    assert!(after.lines().last().unwrap().split_whitespace().nth(2) == Some(newest.as_str()));
+}
+
+/// A prefix in the S3 bucket of this test run alone.
+fn scratch_prefix(scratch: &Scratch) -> String {
+    let name = scratch
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("crash/{name}-{}", std::process::id())
+}
+
+#[test]
+fn crash_test_exactly_once_with_s3_checkpoints() {
+    crash_and_finish("s3", Storage::S3, false, seed(5151));
 }
 
 #[test]
 fn crash_test_exactly_once() {
-    crash_and_finish("crash", true, false, seed(2024));
+    crash_and_finish("crash", Storage::Local, false, seed(2024));
 }
 
 #[test]
 fn crash_test_exactly_once_with_rocksdb_state() {
-    crash_and_finish("crashrocks", true, true, seed(2025));
+    crash_and_finish("crashrocks", Storage::Local, true, seed(2025));
 }
 
 #[test]
 fn restarts_without_checkpoints_keep_the_upsert_view_exact() {
-    crash_and_finish("alo", false, false, seed(77));
+    crash_and_finish("alo", Storage::None, false, seed(77));
 }
 
 /// A restart judges a new record against the watermark its partition had when it was
@@ -346,10 +436,7 @@ fn restart_keeps_the_watermark(tag: &str, checkpoints: bool) {
     let _serial = serial();
     let scratch = Scratch::new(tag);
     let topics = Topics::create(tag, 1);
-    let ck = checkpoints.then(|| Checkpoints {
-        interval: "200ms".into(),
-        storage: scratch.join("checkpoints"),
-    });
+    let ck = checkpoints.then(|| Checkpoints::local("200ms", scratch.join("checkpoints")));
     let job = StateJob::new(tag, &topics, ck);
     let bin = job.build(&scratch.path, "job.yaml");
     let t0 = 1_700_000_000_000i64;

@@ -30,10 +30,7 @@ fn restore_refuses_another_layout_and_accepts_a_compatible_one() {
     let base = StateJob::new(
         "layout_job",
         &topics,
-        Some(Checkpoints {
-            interval: "300ms".into(),
-            storage: scratch.join("checkpoints"),
-        }),
+        Some(Checkpoints::local("300ms", scratch.join("checkpoints"))),
     );
     let compatible = base.with_variant(Variant::FilterAndSink {
         extra_topic: extra.clone(),

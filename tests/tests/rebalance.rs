@@ -111,10 +111,7 @@ fn rebalance(tag: &str, instances: usize, checkpoints: bool, seed: u64) {
     let scratch = Scratch::new(tag);
     let mut journal = Journal::new();
     let topics = Topics::create(tag, PARTITIONS);
-    let ck = checkpoints.then(|| Checkpoints {
-        interval: "300ms".into(),
-        storage: scratch.join("checkpoints"),
-    });
+    let ck = checkpoints.then(|| Checkpoints::local("300ms", scratch.join("checkpoints")));
     let mut job = StateJob::new(tag, &topics, ck);
     job.static_membership = false;
     let bin = job.build(&scratch.path, "job.yaml");

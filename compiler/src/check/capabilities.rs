@@ -15,15 +15,6 @@ impl Checker<'_> {
     /// Reports every form of `spec` that this build cannot run.
     pub(super) fn not_in_this_build(&mut self, spec: &Spec) {
         if let Some(c) = &spec.checkpoint {
-            if c.storage.value.trim().starts_with("s3://") {
-                self.error(
-                    Diagnostic::error(
-                        "`s3://` checkpoint storage is not in this version of streamc yet",
-                    )
-                    .label(c.storage.span, "not implemented")
-                    .help("write a directory (or `file:///path`): checkpoints go to local disk"),
-                );
-            }
             let exactly_once = c
                 .mode
                 .as_ref()

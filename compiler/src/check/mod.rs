@@ -167,9 +167,11 @@ impl Checker<'_> {
         let dead_letter = spec.dead_letter.as_ref().map(|d| self.sink_kind(&d.value));
         let checkpoint = spec.checkpoint.as_ref().and_then(|c| {
             let storage = self.checkpoint_storage(&c.storage)?;
+            let s3 = self.s3_options(c, &storage);
             Some(CheckpointPlan {
                 interval: c.interval,
                 storage,
+                s3,
                 exactly_once: c
                     .mode
                     .as_ref()

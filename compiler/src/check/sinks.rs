@@ -3,8 +3,8 @@
 use super::Checker;
 use super::flows::FlowOut;
 use crate::diag::{Diagnostic, Span, did_you_mean};
-use crate::plan::{RedisPlan, SinkKind, SinkPlan};
-use crate::spec::ast::{SinkBody, Spanned, Spec, StepKind};
+use crate::plan::{RedisPlan, S3Plan, SinkKind, SinkPlan};
+use crate::spec::ast::{CheckpointDecl, SinkBody, Spanned, Spec, StepKind};
 
 /// A declared sink; `plan` is None when its body had an error.
 pub(super) struct SinkOut {
@@ -52,7 +52,18 @@ impl Checker<'_> {
     pub(super) fn checkpoint_storage(&mut self, storage: &Spanned<String>) -> Option<String> {
         let s = storage.value.trim();
         match s.split_once("://") {
-            Some(("file" | "s3", rest)) if !rest.is_empty() => Some(s.to_string()),
+            Some(("file", rest)) if !rest.is_empty() => Some(s.to_string()),
+            Some(("s3", _)) => match streamc_runtime::checkpoint::storage::parse_s3_url(s) {
+                Ok(_) => Some(s.trim_end_matches('/').to_string()),
+                Err(reason) => {
+                    self.error(
+                        Diagnostic::error(format!("invalid S3 checkpoint storage `{s}`"))
+                            .label(storage.span, reason)
+                            .help("write `storage: s3://bucket/prefix`"),
+                    );
+                    None
+                }
+            },
             Some((scheme, _)) => {
                 self.error(
                     Diagnostic::error(format!("unsupported checkpoint storage `{s}`"))
@@ -64,6 +75,25 @@ impl Checker<'_> {
                 None
             }
             None => Some(format!("file://{}", self.resolve(s).display())),
+        }
+    }
+
+    /// `checkpoint.s3`: only with `s3://` storage.
+    pub(super) fn s3_options(&mut self, c: &CheckpointDecl, storage: &str) -> S3Plan {
+        let Some(s3) = &c.s3 else {
+            return S3Plan::default();
+        };
+        if !storage.starts_with("s3://") {
+            self.error(
+                Diagnostic::error("`s3` options, but checkpoints do not go to S3")
+                    .label(s3.span, "only for `s3://` storage")
+                    .label(c.storage.span, "checkpoints go here")
+                    .help("write `storage: s3://bucket/prefix`, or remove `s3:`"),
+            );
+        }
+        S3Plan {
+            endpoint: s3.endpoint.as_ref().map(|e| e.value.clone()),
+            region: s3.region.as_ref().map(|r| r.value.clone()),
         }
     }
 

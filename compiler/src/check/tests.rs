@@ -899,6 +899,33 @@ fn sinks_checkpoint_and_state() {
     assert_eq!(m, "unknown state backend `rocks`");
     let (m, _, _) = one_error(&text.replace("storage: ckpt", "storage: \"ftp://x\""));
     assert_eq!(m, "unsupported checkpoint storage `ftp://x`");
+
+    // S3 storage and its options.
+    let s3 = text.replace(
+        "storage: ckpt}",
+        "storage: \"s3://my-bucket/ck/\", s3: {endpoint: \"http://127.0.0.1:9000/\", region: eu-west-1}}",
+    );
+    let cp = plan(&s3).plan.checkpoint.unwrap();
+    assert_eq!(cp.storage, "s3://my-bucket/ck");
+    assert!(cp.uses_s3());
+    assert_eq!(
+        cp.s3,
+        crate::plan::S3Plan {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            region: Some("eu-west-1".into())
+        }
+    );
+    let (m, at, _) = one_error(&s3.replace("s3://my-bucket", "s3://My_Bucket"));
+    assert_eq!(m, "invalid S3 checkpoint storage `s3://My_Bucket/ck/`");
+    assert_eq!(at, "\"s3://My_Bucket/ck/\"");
+    let (m, at, _) = one_error(&s3.replace("\"http://127.0.0.1:9000/\"", "127.0.0.1:9000"));
+    assert_eq!(m, "invalid S3 endpoint `127.0.0.1:9000`");
+    assert_eq!(at, "127.0.0.1:9000");
+    let (m, at, _) = one_error(&text.replace("storage: ckpt}", "storage: ckpt, s3: {region: x}}"));
+    assert_eq!(m, "`s3` options, but checkpoints do not go to S3");
+    assert_eq!(at, "s3");
+    let (m, _, _) = one_error(&s3.replace("region:", "regio:"));
+    assert!(m.contains("regio"), "{m}");
     let (m, _, _) = one_error(&text.replace("{stdout: {}}", "{stdout: {}, file: {path: x}}"));
     assert_eq!(m, "sink `out` has more than one kind");
 }

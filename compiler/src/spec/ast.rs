@@ -223,6 +223,20 @@ pub struct CheckpointDecl {
     pub mode: Option<Spanned<CheckpointMode>>,
     /// `retain:`; None: the runtime's default (3).
     pub retain: Option<u64>,
+    /// `s3:`, the options of `s3://` storage.
+    pub s3: Option<S3Decl>,
+}
+
+/// `checkpoint.s3`: where the S3 server is; what is not given comes from the AWS
+/// environment variables.
+#[derive(Clone, Debug, PartialEq)]
+pub struct S3Decl {
+    /// The `s3` key.
+    pub span: Span,
+    /// `endpoint:` (`http://127.0.0.1:9000`).
+    pub endpoint: Option<Spanned<String>>,
+    /// `region:`.
+    pub region: Option<Spanned<String>>,
 }
 
 /// The delivery guarantee of a checkpointed job.

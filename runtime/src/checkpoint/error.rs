@@ -10,12 +10,13 @@ use super::CheckpointRef;
 /// [`location`](super::Storage::location) of it: a file path, later an `s3://` URL).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    /// The storage URL names a kind of storage this build does not have.
+    /// `s3://` storage in a binary built without the feature `s3`.
     #[error(
-        "cannot use `{url}`: S3 checkpoint storage comes with the RocksDB/S3 issue (issue 12); \
-         for now use a local directory (`file:///abs/dir` or a path)"
+        "cannot use `{url}`: this binary was built without S3 support; `streamc build` \
+         includes it when the spec's `checkpoint.storage` is an `s3://` URL (a \
+         `--checkpoint-storage` flag cannot add it)"
     )]
-    S3NotYet {
+    S3NotBuilt {
         /// The URL as given.
         url: String,
     },

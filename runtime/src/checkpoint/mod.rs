@@ -12,13 +12,15 @@
 //! ```
 //!
 //! - [`storage`]: the [`Storage`] trait (put/get/list/delete of whole objects, atomic
-//!   puts) and [`FileStorage`]; [`open_storage`] turns a URL into one.
+//!   puts, conditional puts) and [`FileStorage`]; [`open_storage_with`] turns a URL
+//!   into one; `s3` (feature `s3`): `S3Storage`, through `object_store`.
 //! - [`manifest`]: [`Manifest`] and its parts, [`CheckpointRef`] (`<instance>/<id>`).
 //! - [`metadata`]: [`OffsetMetadata`], the codec of the metadata committed with Kafka
 //!   offsets (`streamc1;ck=...`, `streamc1;wm=...;pos=...`).
 //! - [`store`]: [`CheckpointStore`]: write, latest, get, list, read a chain; `gc`:
 //!   [`CheckpointStore::collect`].
-//! - [`catalog`]: [`scan`] and [`load_manifest`] over any storage (the CLI's view).
+//! - [`catalog`]: [`scan`] and [`load_manifest`] over any storage (the CLI's view);
+//!   [`inspect`]: `streamc checkpoints list|inspect|gc` (and the `s3://` tool's `main`).
 //!
 //! Architecture Invariants:
 //! - the manifest is written last: a checkpoint without a manifest does not exist;
@@ -29,9 +31,12 @@
 pub mod catalog;
 mod error;
 mod gc;
+pub mod inspect;
 pub mod manifest;
 pub mod metadata;
 pub mod paths;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod storage;
 pub mod store;
 
@@ -46,5 +51,5 @@ pub use manifest::{
 };
 pub use metadata::OffsetMetadata;
 pub use paths::validate_instance_id;
-pub use storage::{FileStorage, Storage, open_storage};
+pub use storage::{FileStorage, S3Options, Storage, open_storage, open_storage_with};
 pub use store::{CheckpointStore, GcReport, GroupState, NewCheckpoint};

@@ -1,9 +1,10 @@
-//! Object storage for checkpoints: the [`Storage`] trait and its local implementation,
-//! [`FileStorage`].
+//! Object storage for checkpoints: the [`Storage`] trait, its local implementation,
+//! [`FileStorage`], and [`open_storage_with`], which also opens `s3://` storage
+//! ([`S3Storage`](super::s3::S3Storage), feature `s3`).
 //!
-//! The trait is the smallest thing an object store offers (put, get, list by prefix,
-//! delete), so an S3 implementation (issue 12, through `object_store`) is a thin
-//! adapter: no rename, no directories beyond key prefixes, no partial reads.
+//! The trait is the smallest thing an object store offers (put, conditional put, get,
+//! list by prefix, delete), so the S3 implementation is a thin adapter: no rename, no
+//! directories beyond key prefixes, no partial reads.
 //!
 //! Keys are `/`-separated relative paths (`job/0/chk-00000000000000000007/task.bin`).
 //! Every segment is non-empty, is not `.` or `..`, does not start with `.` (names
@@ -32,6 +33,12 @@ pub trait Storage: Send + Sync {
     /// when it returns.
     fn put(&self, path: &str, bytes: &[u8]) -> io::Result<()>;
 
+    /// Writes `bytes` as the object `path` only if there is none: an error of kind
+    /// [`io::ErrorKind::AlreadyExists`] otherwise, the existing object untouched. Atomic
+    /// and durable as [`put`](Storage::put). (S3: a conditional put, `If-None-Match: *`;
+    /// on a server without conditional puts, a plain put.)
+    fn put_new(&self, path: &str, bytes: &[u8]) -> io::Result<()>;
+
     /// The object `path`, or None if there is none.
     fn get(&self, path: &str) -> io::Result<Option<Vec<u8>>>;
 
@@ -51,12 +58,26 @@ pub trait Storage: Send + Sync {
     fn location(&self, path: &str) -> String;
 }
 
-/// Opens the storage a URL names: `file:///abs/dir`, or a plain absolute or relative
-/// directory path (relative to the working directory now). The directory need not
-/// exist yet; it is created by the first write.
-///
-/// `s3://` is refused with [`CheckpointError::S3NotYet`] until issue 12.
+/// The spec's `checkpoint.s3` options; what is not set comes from the AWS environment
+/// variables (see [`S3Storage`](super::s3::S3Storage)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Options {
+    /// The endpoint URL (`http://127.0.0.1:9000` for a local S3-compatible server).
+    pub endpoint: Option<String>,
+    /// The region.
+    pub region: Option<String>,
+}
+
+/// [`open_storage_with`] without `checkpoint.s3` options.
 pub fn open_storage(url: &str) -> Result<Box<dyn Storage>> {
+    open_storage_with(url, &S3Options::default())
+}
+
+/// Opens the storage a URL names: `file:///abs/dir`, or a plain absolute or relative
+/// directory path (relative to the working directory now), or `s3://bucket/prefix`
+/// (with `s3`'s options; [`CheckpointError::S3NotBuilt`] in a build without the
+/// feature `s3`). A directory need not exist yet; it is created by the first write.
+pub fn open_storage_with(url: &str, s3: &S3Options) -> Result<Box<dyn Storage>> {
     let bad = |reason: &str| CheckpointError::BadUrl {
         url: url.to_string(),
         reason: reason.to_string(),
@@ -72,19 +93,63 @@ pub fn open_storage(url: &str) -> Result<Box<dyn Storage>> {
         }
         PathBuf::from(rest)
     } else if let Some((scheme, _)) = url.split_once("://") {
-        if scheme.eq_ignore_ascii_case("s3") {
-            return Err(CheckpointError::S3NotYet {
-                url: url.to_string(),
-            });
+        if scheme == "s3" {
+            return open_s3(url, s3);
         }
         return Err(bad(&format!(
-            "unknown scheme `{scheme}://` (file:// or a directory path; s3:// later)"
+            "unknown scheme `{scheme}://` (file://, s3:// or a directory path)"
         )));
     } else {
         PathBuf::from(url)
     };
     let root = std::path::absolute(&path).map_err(|e| bad(&e.to_string()))?;
     Ok(Box::new(FileStorage::new(root)))
+}
+
+/// Splits `s3://bucket/prefix` into the bucket and the prefix (without slashes at its
+/// ends), checking the bucket name (S3's rules: 3-63 characters of `[a-z0-9.-]`,
+/// starting and ending with a letter or digit) and the prefix (storage key rules).
+pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| "an S3 URL starts with `s3://`".to_string())?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-';
+    let ends_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if bucket.is_empty() {
+        return Err("no bucket: write s3://bucket/prefix".into());
+    }
+    if !(3..=63).contains(&bucket.len())
+        || !bucket.chars().all(ok_char)
+        || !ends_ok(bucket.chars().next())
+        || !ends_ok(bucket.chars().last())
+    {
+        return Err(format!(
+            "`{bucket}` is not an S3 bucket name (3 to 63 characters of lowercase letters, \
+             digits, `.` and `-`, starting and ending with a letter or digit)"
+        ));
+    }
+    let prefix = prefix.trim_end_matches('/');
+    validate_key(prefix, true).map_err(|reason| format!("the prefix `{prefix}`: {reason}"))?;
+    Ok((bucket.to_string(), prefix.to_string()))
+}
+
+#[cfg(feature = "s3")]
+fn open_s3(url: &str, options: &S3Options) -> Result<Box<dyn Storage>> {
+    match super::s3::S3Storage::open(url, options) {
+        Ok(s) => Ok(Box::new(s)),
+        Err(reason) => Err(CheckpointError::BadUrl {
+            url: url.to_string(),
+            reason,
+        }),
+    }
+}
+
+#[cfg(not(feature = "s3"))]
+fn open_s3(url: &str, _: &S3Options) -> Result<Box<dyn Storage>> {
+    Err(CheckpointError::S3NotBuilt {
+        url: url.to_string(),
+    })
 }
 
 /// Checks that `key` is a storage key (see the module docs); `""` is allowed only
@@ -207,6 +272,26 @@ impl Storage for FileStorage {
         sync_dir(dir)
     }
 
+    fn put_new(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
+        let target = self.resolve(path, false)?;
+        let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+            return Err(invalid_key(path, "no file name"));
+        };
+        Self::create_dirs(dir)?;
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}-{n}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        // A hard link, unlike a rename, fails if the target exists: the object appears
+        // whole, or not at all, and never replaces another.
+        let result = Self::write_temp(&tmp, bytes).and_then(|()| fs::hard_link(&tmp, &target));
+        let _ = fs::remove_file(&tmp);
+        result?;
+        sync_dir(dir)
+    }
+
     fn get(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
         match fs::read(self.resolve(path, false)?) {
             Ok(bytes) => Ok(Some(bytes)),
@@ -319,6 +404,48 @@ mod tests {
     }
 
     #[test]
+    fn urls_split_into_bucket_and_prefix() {
+        assert_eq!(
+            parse_s3_url("s3://my-bucket/a/b/").unwrap(),
+            ("my-bucket".into(), "a/b".into())
+        );
+        assert_eq!(
+            parse_s3_url("s3://bkt").unwrap(),
+            ("bkt".into(), String::new())
+        );
+        for bad in [
+            "s3://",
+            "s3:///p",
+            "s3://ab/p",
+            "s3://Upper/p",
+            "s3://-bkt/p",
+            "s3://bkt_x/p",
+            "s3://bkt/../p",
+            "s3://bkt/a//b",
+            "s3://bkt/.tmp",
+        ] {
+            assert!(parse_s3_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn put_new_never_replaces() {
+        let (_d, s) = storage();
+        s.put_new("m/MANIFEST.json", b"first").unwrap();
+        let err = s.put_new("m/MANIFEST.json", b"second").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            s.get("m/MANIFEST.json").unwrap().as_deref(),
+            Some(&b"first"[..])
+        );
+        assert_eq!(
+            s.list("m").unwrap(),
+            ["m/MANIFEST.json"],
+            "no temporary left"
+        );
+    }
+
+    #[test]
     fn put_leaves_no_temporary_file() {
         let (_d, s) = storage();
         s.put("x/y/z.json", b"{}").unwrap();
@@ -414,10 +541,15 @@ mod tests {
         let rel = open_storage("some/rel/dir").unwrap();
         assert!(Path::new(&rel.location("")).is_absolute());
 
-        let s3 = open_storage("s3://bucket/prefix").err().unwrap();
-        assert!(matches!(s3, CheckpointError::S3NotYet { .. }));
-        assert!(s3.to_string().contains("issue 12"), "{s3}");
-        for bad in ["", "file://host/dir", "file://rel", "gs://b/p"] {
+        #[cfg(not(feature = "s3"))]
+        {
+            let s3 = open_storage("s3://bucket/prefix").err().unwrap();
+            assert!(matches!(s3, CheckpointError::S3NotBuilt { .. }));
+            assert!(s3.to_string().contains("without S3 support"), "{s3}");
+        }
+        #[cfg(feature = "s3")]
+        assert!(open_storage("s3://bucket/prefix").is_ok());
+        for bad in ["", "file://host/dir", "file://rel", "gs://b/p", "S3://b/p"] {
             let e = open_storage(bad).err().unwrap();
             assert!(matches!(e, CheckpointError::BadUrl { .. }), "{bad}: {e}");
         }

@@ -17,7 +17,7 @@ use super::catalog::{self, instance_dirs};
 use super::paths;
 use super::{
     BlobRef, CheckpointError, CheckpointRef, FORMAT_VERSION, Manifest, Mode, OperatorLayout,
-    Result, SinkPosition, SourcePositions, Storage, open_storage,
+    Result, S3Options, SinkPosition, SourcePositions, Storage, open_storage, open_storage_with,
 };
 
 /// The new state of one key group in a checkpoint.
@@ -91,6 +91,11 @@ impl CheckpointStore {
     /// Opens the storage `url` names (see [`open_storage`]) for `instance` of `job`.
     pub fn open(url: &str, job: &str, instance: &str) -> Result<Self> {
         Self::new(open_storage(url)?, job, instance)
+    }
+
+    /// [`open`](Self::open) with the spec's `checkpoint.s3` options.
+    pub fn open_with(url: &str, s3: &S3Options, job: &str, instance: &str) -> Result<Self> {
+        Self::new(open_storage_with(url, s3)?, job, instance)
     }
 
     /// A store over `storage`; checks the job name and the instance id.
@@ -244,10 +249,23 @@ impl CheckpointStore {
             self.put(&format!("{instance_dir}/{path}"), bytes)?;
         }
         blobs_written();
-        self.put(
-            &paths::manifest_key(&self.job, &self.instance, ck.id),
-            &json,
-        )?;
+        // Conditional: a manifest is never replaced. Two processes writing with one
+        // instance id would otherwise commit over each other's checkpoints unseen.
+        let key = paths::manifest_key(&self.job, &self.instance, ck.id);
+        self.storage.put_new(&key, &json).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                refuse(format!(
+                    "its manifest {} already exists: another process writes checkpoints \
+                     with this instance id (two processes with one `--instance-id`?)",
+                    self.storage.location(&key)
+                ))
+            } else {
+                CheckpointError::Io {
+                    path: self.storage.location(&key),
+                    source,
+                }
+            }
+        })?;
         Ok(manifest)
     }
 

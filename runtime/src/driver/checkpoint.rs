@@ -23,8 +23,11 @@ use crate::state::{self, Decoder, Encoder, KeyGroup};
 pub struct CheckpointSpec {
     /// `interval`, in milliseconds (`--checkpoint-interval` overrides it).
     pub interval_ms: i64,
-    /// `storage`: `file:///dir` (`--checkpoint-storage` overrides it).
+    /// `storage`: `file:///dir` or `s3://bucket/prefix` (`--checkpoint-storage`
+    /// overrides it).
     pub storage: String,
+    /// `s3`: the endpoint and region of `s3://` storage (else from the environment).
+    pub s3: crate::checkpoint::S3Options,
     /// `mode`: exactly once (the default) or at least once.
     pub mode: Mode,
     /// `retain`: complete checkpoints kept per instance (None: [`DEFAULT_RETAIN`]).
@@ -73,7 +76,8 @@ impl Checkpointer {
         instance: &str,
         from: Option<&str>,
     ) -> Result<Self, Error> {
-        let store = CheckpointStore::open(storage, job, instance).map_err(Error::Checkpoint)?;
+        let store = CheckpointStore::open_with(storage, &spec.s3, job, instance)
+            .map_err(Error::Checkpoint)?;
         let next_id = store.next_id().map_err(Error::Checkpoint)?;
         let from = match from {
             None => None,

@@ -600,6 +600,7 @@ mod tests {
         spec.checkpoint = Some(crate::driver::CheckpointSpec {
             interval_ms: 1000,
             storage: "file:///tmp/ck".into(),
+            s3: Default::default(),
             mode: crate::checkpoint::Mode::ExactlyOnce,
             retain: None,
         });

@@ -3,7 +3,7 @@
 use super::{Decoder, short};
 use crate::diag::{Diagnostic, Span, did_you_mean};
 use crate::spec::ast::{
-    CheckpointDecl, CheckpointMode, RedisDecl, ServeDecl, SinkBody, SinkDecl, Spanned,
+    CheckpointDecl, CheckpointMode, RedisDecl, S3Decl, ServeDecl, SinkBody, SinkDecl, Spanned,
     StateBackend, StateDecl,
 };
 
@@ -267,7 +267,7 @@ impl Decoder<'_> {
             &e.value,
             "checkpoint",
             e.key.span,
-            &["interval", "storage", "mode", "retain"],
+            &["interval", "storage", "mode", "retain", "s3"],
             false,
         )?;
         let interval = self
@@ -324,6 +324,7 @@ impl Decoder<'_> {
             }
             Some(n)
         });
+        let s3 = k.get("s3").and_then(|s| self.s3_options(s));
         self.finish(k);
         Some(CheckpointDecl {
             span: e.key.span,
@@ -331,6 +332,38 @@ impl Decoder<'_> {
             storage: storage?,
             mode,
             retain,
+            s3,
+        })
+    }
+
+    /// `checkpoint.s3: {endpoint, region}`.
+    fn s3_options(&mut self, e: &Entry) -> Option<S3Decl> {
+        let mut k = self.keys(&e.value, "s3", e.key.span, &["endpoint", "region"], false)?;
+        let endpoint = k.get("endpoint").and_then(|v| {
+            let s = self.nonempty_string(v, "the S3 endpoint")?;
+            let url = s.value.trim();
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+                self.error(
+                    Diagnostic::error(format!("invalid S3 endpoint `{}`", short(url)))
+                        .label(s.span, "expected an http:// or https:// URL with a host")
+                        .help("write `endpoint: http://127.0.0.1:9000` (a local server) or leave it out (AWS)"),
+                );
+                return None;
+            }
+            Some(Spanned::new(url.trim_end_matches('/').to_string(), s.span))
+        });
+        let region = k
+            .get("region")
+            .and_then(|v| self.nonempty_string(v, "the S3 region"))
+            .map(|s| Spanned::new(s.value.trim().to_string(), s.span));
+        self.finish(k);
+        Some(S3Decl {
+            span: e.key.span,
+            endpoint,
+            region,
         })
     }
 
