@@ -11,8 +11,11 @@
 //! - the same job without checkpoints, killed (SIGKILL and SIGTERM) and restarted: the
 //!   upsert view is exact, every too-late event is in the late topic and nothing else.
 //!
-//! The crash test runs with memory state and with RocksDB state (a write-back cache of
-//! 64 entries per store, so most of the state is in RocksDB when the job is killed).
+//! The crash test runs with memory state and local checkpoints, with RocksDB state (a
+//! write-back cache of 64 entries per store, so most of the state is in RocksDB when the
+//! job is killed) and local checkpoints, and with RocksDB state and `s3://` checkpoints
+//! on the project's S3 server (every restart rebuilds the state from S3 alone; then
+//! `streamc checkpoints list|inspect|gc` through the S3 tool on what the job left).
 //!
 //! `STREAMC_TEST_SEED` overrides the seeds (the failure message names the one used).
 //! Restarts use static membership (`group.instance.id`): a restarted instance takes its
@@ -409,8 +412,10 @@ fn scratch_prefix(scratch: &Scratch) -> String {
 }
 
 #[test]
-fn crash_test_exactly_once_with_s3_checkpoints() {
-    crash_and_finish("s3", Storage::S3, false, seed(5151));
+fn crash_test_exactly_once_with_rocksdb_state_and_s3_checkpoints() {
+    // RocksDB state (its directory wiped at every start) and s3:// storage: every
+    // restart rebuilds the state from S3 alone, as on an empty machine.
+    crash_and_finish("s3", Storage::S3, true, seed(5151));
 }
 
 #[test]
