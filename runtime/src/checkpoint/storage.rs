@@ -239,6 +239,23 @@ impl FileStorage {
         Ok(())
     }
 
+    /// The file of `path` and a fresh temporary name beside it (`.<name>.tmp-<pid>-<n>`),
+    /// its directory created.
+    fn prepare(&self, path: &str) -> io::Result<(PathBuf, PathBuf)> {
+        let target = self.resolve(path, false)?;
+        let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+            return Err(invalid_key(path, "no file name"));
+        };
+        Self::create_dirs(dir)?;
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}-{n}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        Ok((target, tmp))
+    }
+
     fn write_temp(tmp: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut file = File::create_new(tmp)?;
         file.write_all(bytes)?;
@@ -253,17 +270,8 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl Storage for FileStorage {
     fn put(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
-        let target = self.resolve(path, false)?;
-        let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
-            return Err(invalid_key(path, "no file name"));
-        };
-        Self::create_dirs(dir)?;
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}-{n}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+        let (target, tmp) = self.prepare(path)?;
+        let dir = target.parent().unwrap_or(&self.root);
         let result = Self::write_temp(&tmp, bytes).and_then(|()| fs::rename(&tmp, &target));
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -273,17 +281,8 @@ impl Storage for FileStorage {
     }
 
     fn put_new(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
-        let target = self.resolve(path, false)?;
-        let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
-            return Err(invalid_key(path, "no file name"));
-        };
-        Self::create_dirs(dir)?;
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}-{n}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+        let (target, tmp) = self.prepare(path)?;
+        let dir = target.parent().unwrap_or(&self.root);
         // A hard link, unlike a rename, fails if the target exists: the object appears
         // whole, or not at all, and never replaces another.
         let result = Self::write_temp(&tmp, bytes).and_then(|()| fs::hard_link(&tmp, &target));
