@@ -230,11 +230,12 @@ fn run(cmd: Cmd) -> miette::Result<ExitCode> {
                 } => run(
                     &storage,
                     Command::Gc {
+                        job: &job,
                         retain: usize::try_from(retain).unwrap_or(usize::MAX),
                         keep: &keep,
                         dry_run,
                     },
-                    Some(&job),
+                    None,
                     instance.as_deref(),
                 )?,
             }

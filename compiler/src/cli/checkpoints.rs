@@ -18,40 +18,43 @@ pub enum Command<'a> {
         json: bool,
     },
     Gc {
+        job: &'a str,
         retain: usize,
         keep: &'a [String],
         dry_run: bool,
     },
 }
 
-/// Runs `command` on the storage `url` for `job` / `instance`.
+/// Runs `command` on the storage `url` (of `job` / `instance` when given).
 pub fn run(
     url: &str,
     command: Command<'_>,
     job: Option<&str>,
     instance: Option<&str>,
 ) -> miette::Result<()> {
+    // `--keep` is checked here, for local and S3 storage alike.
+    let keep = match &command {
+        Command::Gc { keep, .. } => keep
+            .iter()
+            .map(|k| {
+                k.parse::<CheckpointRef>()
+                    .map_err(|e| miette!("--keep: {e}"))
+            })
+            .collect::<miette::Result<Vec<_>>>()?,
+        Command::List | Command::Inspect { .. } => Vec::new(),
+    };
     if url.starts_with("s3://") {
-        return on_s3(url, command, job, instance);
+        return on_s3(url, &command, &keep, job, instance);
     }
     let result = match command {
         Command::List => inspect::list(url, job, instance),
         Command::Inspect { id, json } => inspect::inspect(url, id, job, instance, json),
         Command::Gc {
+            job,
             retain,
-            keep,
             dry_run,
-        } => {
-            let job = job.ok_or_else(|| miette!("`checkpoints gc` needs --job NAME"))?;
-            let keep = keep
-                .iter()
-                .map(|k| {
-                    k.parse::<CheckpointRef>()
-                        .map_err(|e| miette!("--keep: {e}"))
-                })
-                .collect::<miette::Result<Vec<_>>>()?;
-            inspect::gc(url, job, instance, retain, &keep, dry_run)
-        }
+            ..
+        } => inspect::gc(url, job, instance, retain, &keep, dry_run),
     };
     result.map_err(|e| miette!("{e}"))
 }
@@ -60,21 +63,14 @@ pub fn run(
 /// directory like pipelines) and runs it with the same command.
 fn on_s3(
     url: &str,
-    command: Command<'_>,
+    command: &Command<'_>,
+    keep: &[CheckpointRef],
     job: Option<&str>,
     instance: Option<&str>,
 ) -> miette::Result<()> {
-    if let Command::Gc { keep, .. } = &command {
-        for k in keep.iter() {
-            k.parse::<CheckpointRef>()
-                .map_err(|e| miette!("--keep: {e}"))?;
-        }
-        if job.is_none() {
-            return Err(miette!("`checkpoints gc` needs --job NAME"));
-        }
-    }
     let mut args: Vec<String> = Vec::new();
-    match &command {
+    let mut job = job;
+    match command {
         Command::List => args.extend(["list".into(), url.into()]),
         Command::Inspect { id, json } => {
             args.extend(["inspect".into(), url.into(), id.to_string()]);
@@ -83,18 +79,20 @@ fn on_s3(
             }
         }
         Command::Gc {
+            job: gc_job,
             retain,
-            keep,
             dry_run,
+            ..
         } => {
+            job = Some(gc_job);
             args.extend([
                 "gc".into(),
                 url.into(),
                 "--retain".into(),
                 retain.to_string(),
             ]);
-            for k in keep.iter() {
-                args.extend(["--keep".into(), k.clone()]);
+            for k in keep {
+                args.extend(["--keep".into(), k.to_string()]);
             }
             if *dry_run {
                 args.push("--dry-run".into());

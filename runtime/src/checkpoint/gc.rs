@@ -1,4 +1,5 @@
-//! Collection of old checkpoints: [`CheckpointStore::collect`].
+//! Collection of old checkpoints: [`CheckpointStore::collect`] (and
+//! [`CheckpointStore::plan_collect`], the same decisions without deleting).
 //!
 //! Architecture Invariant: collection never deletes an object that a kept manifest
 //! references, and deletes the manifests it drops before their blobs, so that at every
@@ -27,6 +28,24 @@ impl CheckpointStore {
     ///
     /// If a kept manifest cannot be read, nothing is deleted and the error is returned.
     pub fn collect(&self, keep_newest: usize, also_keep: &[CheckpointRef]) -> Result<GcReport> {
+        self.collect_or_plan(keep_newest, also_keep, true)
+    }
+
+    /// What [`collect`](Self::collect) would keep and delete, deleting nothing.
+    pub fn plan_collect(
+        &self,
+        keep_newest: usize,
+        also_keep: &[CheckpointRef],
+    ) -> Result<GcReport> {
+        self.collect_or_plan(keep_newest, also_keep, false)
+    }
+
+    fn collect_or_plan(
+        &self,
+        keep_newest: usize,
+        also_keep: &[CheckpointRef],
+        delete: bool,
+    ) -> Result<GcReport> {
         let dirs = instance_dirs(self.storage(), self.job(), self.instance())?;
         let complete: Vec<u64> = dirs
             .iter()
@@ -81,7 +100,9 @@ impl CheckpointStore {
         // references the blobs deleted next.
         for (&id, keys) in &garbage {
             if let Some(key) = keys.iter().find(|k| is_manifest(k)) {
-                self.delete(key)?;
+                if delete {
+                    self.delete(key)?;
+                }
                 report.deleted.push(id);
                 report.deleted_objects += 1;
             }
@@ -90,17 +111,21 @@ impl CheckpointStore {
             let blobs = keys.iter().filter(|k| !is_manifest(k));
             if keys.iter().any(|k| referenced.contains(k)) {
                 for key in blobs.filter(|k| !referenced.contains(*k)) {
-                    self.delete(key)?;
+                    if delete {
+                        self.delete(key)?;
+                    }
                     report.deleted_objects += 1;
                 }
             } else {
                 let prefix = paths::checkpoint_prefix(self.job(), self.instance(), id);
-                self.storage()
-                    .delete_prefix(&prefix)
-                    .map_err(|source| CheckpointError::Io {
-                        path: self.storage().location(&prefix),
-                        source,
+                if delete {
+                    self.storage().delete_prefix(&prefix).map_err(|source| {
+                        CheckpointError::Io {
+                            path: self.storage().location(&prefix),
+                            source,
+                        }
                     })?;
+                }
                 report.deleted_objects += blobs.count();
             }
         }

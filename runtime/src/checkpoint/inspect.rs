@@ -137,23 +137,17 @@ pub fn gc(
     }
     for inst in instances {
         let store = CheckpointStore::new(open(url)?, job, &inst).map_err(|e| e.to_string())?;
-        let mut complete: Vec<u64> = found
-            .iter()
-            .filter(|f| f.instance == inst && f.complete)
-            .map(|f| f.id)
-            .collect();
-        complete.sort_unstable();
         if dry_run {
-            let kept_from = complete.len().saturating_sub(retain);
-            let drop: Vec<String> = complete[..kept_from]
-                .iter()
-                .filter(|id| !keep.iter().any(|k| k.instance == inst && k.id == **id))
-                .map(u64::to_string)
-                .collect();
+            let plan = store
+                .plan_collect(retain, keep)
+                .map_err(|e| e.to_string())?;
+            let ids: Vec<String> = plan.deleted.iter().map(u64::to_string).collect();
             println!(
-                "{job}/{inst}: would keep {}, would delete checkpoints [{}] (and blobs no kept chain uses)",
-                complete.len() - drop.len(),
-                drop.join(", ")
+                "{job}/{inst}: would keep {}, would delete checkpoints [{}] ({} object{})",
+                plan.kept.len(),
+                ids.join(", "),
+                plan.deleted_objects,
+                if plan.deleted_objects == 1 { "" } else { "s" }
             );
             continue;
         }

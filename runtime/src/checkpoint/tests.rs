@@ -160,7 +160,12 @@ fn a_crash_after_the_blobs_and_before_the_manifest_leaves_the_previous_checkpoin
         .write(Some(&m1), ck(3, vec![("task", delta(b"three"))]))
         .unwrap();
     assert_eq!(s.latest().unwrap().as_ref(), Some(&m3));
+    // Planning decides what collecting does, and deletes nothing.
+    let before = files(d.path());
+    let plan = s.plan_collect(1, &[]).unwrap();
+    assert_eq!(files(d.path()), before);
     let report = s.collect(1, &[]).unwrap();
+    assert_eq!(plan, report);
     assert_eq!(report.kept, [3]);
     assert_eq!(report.deleted, [1]);
     // 1's manifest, and 2's blob with its directory; 1's blob stays for 3's chain.
