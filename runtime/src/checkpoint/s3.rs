@@ -32,7 +32,7 @@ use object_store::{
     RetryConfig,
 };
 
-use super::storage::{S3Options, Storage, parse_s3_url, validate_key};
+use super::storage::{S3Options, Storage, invalid_key, parse_s3_url, validate_key};
 
 /// Objects larger than this are uploaded in parts.
 pub const MULTIPART_ABOVE: usize = 16 << 20;
@@ -91,6 +91,8 @@ impl S3Storage {
             }
             builder = builder.with_endpoint(endpoint);
         }
+        // `with_client_options` below replaces the client options `from_env` read, so
+        // AWS_ALLOW_HTTP is applied to ours.
         if std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
             client = client.with_allow_http(true);
         }
@@ -117,12 +119,7 @@ impl S3Storage {
     }
 
     fn path(&self, key: &str, allow_empty: bool) -> io::Result<Path> {
-        validate_key(key, allow_empty).map_err(|reason| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("invalid storage key `{key}`: {reason}"),
-            )
-        })?;
+        validate_key(key, allow_empty).map_err(|reason| invalid_key(key, reason))?;
         let full = match (self.prefix.is_empty(), key.is_empty()) {
             (true, _) => key.to_string(),
             (false, true) => self.prefix.clone(),
@@ -150,23 +147,21 @@ impl S3Storage {
             return self.store.put_opts(path, payload, opts).await.map(|_| ());
         }
         let mut upload = self.store.put_multipart(path).await?;
-        for part in bytes.chunks(PART_SIZE) {
-            if let Err(e) = upload.put_part(PutPayload::from(part.to_vec())).await {
-                if let Err(abort) = upload.abort().await {
-                    tracing::warn!(%path, error = %abort, "could not abort a failed multipart upload");
-                }
-                return Err(e);
+        let uploaded = async {
+            for part in bytes.chunks(PART_SIZE) {
+                upload.put_part(PutPayload::from(part.to_vec())).await?;
             }
+            upload.complete().await
         }
-        match upload.complete().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                if let Err(abort) = upload.abort().await {
-                    tracing::warn!(%path, error = %abort, "could not abort a failed multipart upload");
-                }
-                Err(e)
+        .await;
+        if let Err(e) = uploaded {
+            // Nothing of a failed upload is left behind (parts are billed until aborted).
+            if let Err(abort) = upload.abort().await {
+                tracing::warn!(%path, error = %abort, "could not abort a failed multipart upload");
             }
+            return Err(e);
         }
+        Ok(())
     }
 }
 

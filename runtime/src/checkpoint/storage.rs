@@ -175,7 +175,7 @@ pub fn validate_key(key: &str, allow_empty: bool) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn invalid_key(key: &str, reason: &str) -> io::Error {
+pub(super) fn invalid_key(key: &str, reason: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
         format!("invalid storage key `{key}`: {reason}"),
@@ -239,9 +239,9 @@ impl FileStorage {
         Ok(())
     }
 
-    /// The file of `path` and a fresh temporary name beside it (`.<name>.tmp-<pid>-<n>`),
-    /// its directory created.
-    fn prepare(&self, path: &str) -> io::Result<(PathBuf, PathBuf)> {
+    /// The directory of `path` (created), its file, and a fresh temporary name beside
+    /// it (`.<name>.tmp-<pid>-<n>`).
+    fn prepare(&self, path: &str) -> io::Result<(PathBuf, PathBuf, PathBuf)> {
         let target = self.resolve(path, false)?;
         let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
             return Err(invalid_key(path, "no file name"));
@@ -253,7 +253,7 @@ impl FileStorage {
             name.to_string_lossy(),
             std::process::id()
         ));
-        Ok((target, tmp))
+        Ok((dir.to_path_buf(), target, tmp))
     }
 
     fn write_temp(tmp: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -270,25 +270,23 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl Storage for FileStorage {
     fn put(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
-        let (target, tmp) = self.prepare(path)?;
-        let dir = target.parent().unwrap_or(&self.root);
+        let (dir, target, tmp) = self.prepare(path)?;
         let result = Self::write_temp(&tmp, bytes).and_then(|()| fs::rename(&tmp, &target));
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
         result?;
-        sync_dir(dir)
+        sync_dir(&dir)
     }
 
     fn put_new(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
-        let (target, tmp) = self.prepare(path)?;
-        let dir = target.parent().unwrap_or(&self.root);
+        let (dir, target, tmp) = self.prepare(path)?;
         // A hard link, unlike a rename, fails if the target exists: the object appears
         // whole, or not at all, and never replaces another.
         let result = Self::write_temp(&tmp, bytes).and_then(|()| fs::hard_link(&tmp, &target));
         let _ = fs::remove_file(&tmp);
         result?;
-        sync_dir(dir)
+        sync_dir(&dir)
     }
 
     fn get(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
