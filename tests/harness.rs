@@ -112,6 +112,11 @@ pub enum Variant {
     Key,
 }
 
+/// The project's S3 server (`scripts/s3 start`), or `STREAMC_S3_ENDPOINT`.
+pub fn s3_endpoint() -> String {
+    std::env::var("STREAMC_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9000".into())
+}
+
 /// Checkpoint settings of a job.
 #[derive(Clone, Debug)]
 pub struct Checkpoints {
@@ -135,8 +140,7 @@ impl Checkpoints {
     /// Checkpoints every `interval` into `s3://streamc/<prefix>` on the project's S3
     /// server (`scripts/s3 start`; `STREAMC_S3_ENDPOINT` names another).
     pub fn s3(interval: &str, prefix: &str) -> Self {
-        let endpoint =
-            std::env::var("STREAMC_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9000".into());
+        let endpoint = s3_endpoint();
         Checkpoints {
             interval: interval.into(),
             storage: format!("s3://streamc/{prefix}"),

@@ -350,7 +350,7 @@ fn checkpoint_tool_on_s3(job: &StateJob) {
         let out = std::process::Command::new(&tool)
             .args(args)
             .envs(ck.env())
-            .env("AWS_ENDPOINT", "http://127.0.0.1:9000")
+            .env("AWS_ENDPOINT", s3_endpoint())
             .env("AWS_ALLOW_HTTP", "true")
             .env("AWS_REGION", "us-east-1")
             .output()
@@ -376,13 +376,7 @@ fn checkpoint_tool_on_s3(job: &StateJob) {
         .unwrap()
         .to_string();
     let shown = run(&["inspect", url, &format!("0/{newest}"), "--job", &job.name]);
-    assert!(
-        shown.contains(&format!(
-            "s3://streamc/{}",
-            url.trim_start_matches("s3://streamc/")
-        )),
-        "{shown}"
-    );
+    assert!(shown.contains(url), "{shown}");
     assert!(shown.contains("key groups"), "{shown}");
     let gc = run(&["gc", url, "--job", &job.name, "--retain", "1"]);
     assert!(gc.contains("kept"), "{gc}");
